@@ -1,0 +1,39 @@
+"""Flask integration: request spans via ``opentelemetry-instrumentation-flask``, and in local mode a
+``/metrics`` route on the app itself for the single-endpoint setup (``pip install qt-telemetry[flask]``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qt_telemetry._config import ConfigurationError
+
+
+def instrument_app(app: Any, *, metrics_route: str | None = "/metrics") -> Any:
+    """Trace every request of ``app`` and (local mode only) serve Prometheus metrics at ``metrics_route``.
+
+    Outside local mode the route answers 404 with a hint: metrics then go to the collector over OTLP.
+    """
+    try:
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    except ImportError as exc:  # pragma: no cover - depends on the extra being installed
+        raise ConfigurationError("instrument_app needs the flask extra: pip install 'qt-telemetry[flask]'") from exc
+    if metrics_route is not None and not metrics_route.startswith("/"):
+        raise ConfigurationError(f"metrics_route={metrics_route!r}: must start with '/'")
+    excluded = metrics_route.lstrip("/") if metrics_route else None
+    FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)
+    if metrics_route is not None:
+        app.add_url_rule(metrics_route, "qt_telemetry_metrics", _metrics_view)
+    return app
+
+
+def _metrics_view() -> Any:
+    from flask import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from qt_telemetry._setup import local_registry
+
+    registry = local_registry()
+    if registry is None:
+        return Response("qt-telemetry is not in local mode: metrics are exported over OTLP to the collector.\n",
+                        status=404, mimetype="text/plain")
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

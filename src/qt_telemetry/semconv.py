@@ -1,0 +1,240 @@
+"""Every metric name, unit, bucket list, span name and attribute key qt-telemetry emits, defined once.
+
+Names follow the OpenTelemetry semantic-convention style: lowercase, dotted, under ``qt.``, with the unit in
+``unit=`` and never in the name. The collector derives the Prometheus name (see :func:`prometheus_name`), and
+the dashboards, alert rules and README table are checked against :data:`METRICS`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+InstrumentKind = Literal["counter", "histogram", "gauge", "updowncounter"]
+
+# --- bucket boundaries ----------------------------------------------------------------------------------
+#: Order placement / fill latency in seconds: 1 ms .. 10 s, dense around the 500 ms alert threshold.
+LATENCY_BUCKETS_S: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)
+#: Risk checks are in-process and fast: 10 us .. 100 ms.
+CHECK_LATENCY_BUCKETS_S: Final = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+)
+#: Trade and stage durations: 1 ms .. 1 h.
+TRADE_DURATION_BUCKETS_S: Final = (
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)
+#: Gap between two market-data messages: 1 ms .. 2 min.
+FEED_GAP_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+#: Slippage in basis points, signed (negative = better than the reference price).
+SLIPPAGE_BUCKETS_BPS: Final = (-50.0, -20.0, -10.0, -5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+
+# --- attribute keys (metric labels are the low-cardinality subset) --------------------------------------
+VENUE: Final = "venue"
+SYMBOL: Final = "symbol"
+SIDE: Final = "side"
+ORDER_TYPE: Final = "order.type"
+OUTCOME: Final = "outcome"
+STRATEGY: Final = "strategy"
+ERROR_TYPE: Final = "error.type"
+STAGE: Final = "stage"
+REASON: Final = "reason"
+RISK_RULE: Final = "risk.rule"
+BREAKER: Final = "breaker"
+BREAKER_NEW_STATE: Final = "breaker.state"
+BREAKER_OLD_STATE: Final = "breaker.previous_state"
+KILL_SWITCH: Final = "kill_switch"
+ACTOR: Final = "actor"
+FEED: Final = "feed"
+ORDER_EVENT: Final = "order.event"
+TELEMETRY_ERROR_KIND: Final = "kind"
+
+# Span-only attributes (high cardinality: never metric labels).
+ORDER_QUANTITY: Final = "order.quantity"
+ORDER_PRICE: Final = "order.price"
+ORDER_CLIENT_ID: Final = "order.client_order_id"
+ORDER_ID: Final = "order.id"
+FILL_QUANTITY: Final = "fill.quantity"
+FILL_PRICE: Final = "fill.price"
+SLIPPAGE_BPS: Final = "slippage.bps"
+TRADE_ID: Final = "trade.id"
+SIGNAL_CONFIDENCE: Final = "signal.confidence"
+SIGNAL_DIRECTION: Final = "signal.direction"
+SIGNAL_REFERENCE_PRICE: Final = "signal.reference_price"
+RISK_VALUE: Final = "risk.value"
+RISK_LIMIT: Final = "risk.limit"
+CODE_FUNCTION: Final = "code.function.name"
+
+#: Keys allowed as metric attributes. Anything else is a span attribute only.
+METRIC_ATTRIBUTE_KEYS: Final = frozenset({
+    VENUE, SYMBOL, SIDE, ORDER_TYPE, OUTCOME, STRATEGY, ERROR_TYPE, STAGE, REASON, RISK_RULE, BREAKER,
+    KILL_SWITCH, FEED, ORDER_EVENT, TELEMETRY_ERROR_KIND,
+})
+
+# --- outcome values -------------------------------------------------------------------------------------
+OUTCOME_OK: Final = "ok"
+OUTCOME_ERROR: Final = "error"
+OUTCOME_CANCELLED: Final = "cancelled"
+OUTCOME_PASSED: Final = "passed"
+OUTCOME_REJECTED: Final = "rejected"
+#: Value that replaces a metric attribute value once its key holds too many distinct values.
+OVERFLOW_VALUE: Final = "_other"
+#: Value used for a metric attribute whose value is missing (None).
+UNKNOWN_VALUE: Final = "unknown"
+
+# --- span names (fixed and few; variable data goes in attributes) ---------------------------------------
+SPAN_TRADE: Final = "qt.trade"
+SPAN_SIGNAL: Final = "qt.trade.signal"
+SPAN_ENTRY: Final = "qt.trade.entry"
+SPAN_EXECUTION: Final = "qt.trade.execution"
+SPAN_EXIT: Final = "qt.trade.exit"
+SPAN_ORDER: Final = "qt.order.place"
+SPAN_RISK_CHECK: Final = "qt.risk.check"
+SPAN_ORDER_EVENT: Final = "qt.order.update"
+STAGES: Final = ("signal", "entry", "execution", "exit")
+
+# --- span event names -----------------------------------------------------------------------------------
+EVENT_KILL_SWITCH: Final = "qt.kill_switch.change"
+EVENT_BREAKER: Final = "qt.circuit_breaker.transition"
+EVENT_RISK_REJECTED: Final = "qt.risk.rejected"
+
+#: Circuit breaker states and the gauge value each maps to (documented in the README).
+BREAKER_STATE_VALUES: Final = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+
+# --- metrics --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One instrument: its OTel name, kind, unit, description, metric attributes and bucket boundaries."""
+
+    name: str
+    kind: InstrumentKind
+    unit: str
+    description: str
+    attributes: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+    @property
+    def prometheus(self) -> str:
+        """The base Prometheus name the collector derives (histograms add ``_bucket``/``_sum``/``_count``)."""
+        return prometheus_name(self.name, self.unit, self.kind)
+
+
+_ORDER_ATTRS = (VENUE, SYMBOL, SIDE, ORDER_TYPE, OUTCOME, ERROR_TYPE)
+
+ORDER_LATENCY: Final = MetricSpec(
+    "qt.order.latency", "histogram", "s", "Order placement latency, measured inside the order span.",
+    _ORDER_ATTRS, LATENCY_BUCKETS_S)
+ORDERS: Final = MetricSpec(
+    "qt.orders", "counter", "{order}", "Orders placed, by outcome.", _ORDER_ATTRS)
+ORDER_EVENTS: Final = MetricSpec(
+    "qt.order.events", "counter", "{event}",
+    "Order lifecycle events after placement (ack, partial_fill, fill, cancel, reject).",
+    (VENUE, SYMBOL, SIDE, ORDER_EVENT, REASON))
+FILL_LATENCY: Final = MetricSpec(
+    "qt.order.fill.latency", "histogram", "s", "Time from order placement to its final fill.",
+    (VENUE, SYMBOL, SIDE), LATENCY_BUCKETS_S)
+SLIPPAGE: Final = MetricSpec(
+    "qt.order.slippage", "histogram", "{bp}",
+    "Fill price versus the signal's reference price in basis points (positive = worse).",
+    (VENUE, SYMBOL, SIDE), SLIPPAGE_BUCKETS_BPS)
+TRADE_DURATION: Final = MetricSpec(
+    "qt.trade.duration", "histogram", "s", "Duration of one trade flow, signal to exit.",
+    (STRATEGY, SYMBOL, OUTCOME), TRADE_DURATION_BUCKETS_S)
+STAGE_DURATION: Final = MetricSpec(
+    "qt.trade.stage.duration", "histogram", "s", "Duration of one trade-flow stage.",
+    (STRATEGY, SYMBOL, STAGE, OUTCOME), TRADE_DURATION_BUCKETS_S)
+TRADES: Final = MetricSpec(
+    "qt.trades", "counter", "{trade}", "Trade flows finished, by outcome.", (STRATEGY, SYMBOL, OUTCOME))
+KILL_SWITCH_ACTIVE: Final = MetricSpec(
+    "qt.kill_switch.active", "gauge", "{state}", "Kill switch state: 1 active (trading halted), 0 inactive.",
+    (KILL_SWITCH,))
+KILL_SWITCH_LAST_CHANGE: Final = MetricSpec(
+    "qt.kill_switch.last_change", "gauge", "s",
+    "Unix time of the kill switch's last recorded state; lets alerts detect a stale or missing state.",
+    (KILL_SWITCH,))
+KILL_SWITCH_ACTIVATIONS: Final = MetricSpec(
+    "qt.kill_switch.activations", "counter", "{activation}", "Kill switch activations, by reason.",
+    (KILL_SWITCH, REASON))
+BREAKER_STATE: Final = MetricSpec(
+    "qt.circuit_breaker.state", "gauge", "{state}", "Circuit breaker state: 0 closed, 0.5 half-open, 1 open.",
+    (BREAKER,))
+BREAKER_TRIPS: Final = MetricSpec(
+    "qt.circuit_breaker.trips", "counter", "{trip}", "Transitions of a circuit breaker to open.", (BREAKER,))
+BREAKER_RESETS: Final = MetricSpec(
+    "qt.circuit_breaker.resets", "counter", "{reset}", "Transitions of a circuit breaker back to closed.",
+    (BREAKER,))
+RISK_CHECKS: Final = MetricSpec(
+    "qt.risk.checks", "counter", "{check}", "Risk checks evaluated, by rule and outcome.",
+    (RISK_RULE, OUTCOME, REASON, STRATEGY, SYMBOL))
+RISK_CHECK_LATENCY: Final = MetricSpec(
+    "qt.risk.check.latency", "histogram", "s", "Risk check evaluation time.",
+    (RISK_RULE, OUTCOME), CHECK_LATENCY_BUCKETS_S)
+DAILY_PNL_USED: Final = MetricSpec(
+    "qt.risk.daily_pnl.used", "gauge", "1",
+    "Daily loss as a fraction of the daily loss limit (0 = none used, 1 = limit reached).", (STRATEGY,))
+OPEN_POSITIONS: Final = MetricSpec(
+    "qt.risk.positions.open", "gauge", "{position}", "Open positions.", (STRATEGY,))
+MAX_POSITIONS: Final = MetricSpec(
+    "qt.risk.positions.limit", "gauge", "{position}", "Maximum open positions allowed.", (STRATEGY,))
+GROSS_EXPOSURE: Final = MetricSpec(
+    "qt.risk.exposure.gross", "gauge", "{currency}", "Gross exposure in the account currency.", (STRATEGY,))
+FEED_CONNECTED: Final = MetricSpec(
+    "qt.feed.connected", "gauge", "{state}", "Market-data feed connection: 1 connected, 0 disconnected.",
+    (FEED, SYMBOL))
+FEED_GAP: Final = MetricSpec(
+    "qt.feed.message.gap", "histogram", "s", "Time between two consecutive messages of a feed.",
+    (FEED, SYMBOL), FEED_GAP_BUCKETS_S)
+FEED_STALENESS: Final = MetricSpec(
+    "qt.feed.staleness", "gauge", "s", "Seconds since the feed's last message (observed at export).",
+    (FEED, SYMBOL))
+FEED_MESSAGES: Final = MetricSpec(
+    "qt.feed.messages", "counter", "{message}", "Market-data messages received.", (FEED, SYMBOL))
+FEED_RECONNECTS: Final = MetricSpec(
+    "qt.feed.reconnects", "counter", "{reconnect}", "Market-data feed reconnections.", (FEED, SYMBOL))
+TELEMETRY_ERRORS: Final = MetricSpec(
+    "qt.telemetry.errors", "counter", "{error}",
+    "Values the instrumentation dropped, clamped or replaced instead of raising into trading code.",
+    (TELEMETRY_ERROR_KIND,))
+
+#: Every metric qt-telemetry defines, by OTel name.
+METRICS: Final = {
+    m.name: m
+    for m in (
+        ORDER_LATENCY, ORDERS, ORDER_EVENTS, FILL_LATENCY, SLIPPAGE, TRADE_DURATION, STAGE_DURATION, TRADES,
+        KILL_SWITCH_ACTIVE, KILL_SWITCH_LAST_CHANGE, KILL_SWITCH_ACTIVATIONS, BREAKER_STATE, BREAKER_TRIPS,
+        BREAKER_RESETS, RISK_CHECKS, RISK_CHECK_LATENCY, DAILY_PNL_USED, OPEN_POSITIONS, MAX_POSITIONS,
+        GROSS_EXPOSURE, FEED_CONNECTED, FEED_GAP, FEED_STALENESS, FEED_MESSAGES, FEED_RECONNECTS,
+        TELEMETRY_ERRORS,
+    )
+}
+
+# --- Prometheus name derivation (what the collector's translator does) ---------------------------------
+_UNIT_SUFFIXES: Final = {
+    "s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "ratio", "%": "percent", "m": "meters",
+}
+
+
+def prometheus_name(name: str, unit: str, kind: InstrumentKind) -> str:
+    """Derive the Prometheus metric name the collector produces for an OTel metric.
+
+    Dots become underscores, the unit adds a suffix (``s`` -> ``_seconds``; ``1`` on a gauge -> ``_ratio``;
+    annotations in braces add nothing) and monotonic counters gain ``_total``.
+    """
+    base = re.sub(r"[^a-zA-Z0-9_:]", "_", name)
+    unit_word = "" if unit.startswith("{") else _UNIT_SUFFIXES.get(unit, "")
+    if unit == "1" and kind != "gauge":
+        unit_word = ""  # the translator only adds _ratio to gauges
+    if unit_word and not base.endswith("_" + unit_word):
+        base = f"{base}_{unit_word}"
+    if kind == "counter" and not base.endswith("_total"):
+        base += "_total"
+    return base
+
+
+def prometheus_label(key: str) -> str:
+    """The Prometheus label name for an attribute key (dots become underscores)."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", key)

@@ -1,0 +1,105 @@
+"""Order lifecycle after placement: ack, partial and full fills, cancels, rejects rejoin the order's trace."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from opentelemetry.trace import StatusCode
+
+import qt_telemetry as qt
+from qt_telemetry import semconv
+from qt_telemetry.orders import ORDER_STORE
+from qt_telemetry.testing import Capture
+
+
+@qt.traced_order(venue="binance")
+def place(symbol, side, quantity, client_order_id=None):
+    return {"orderId": "V-1"}
+
+
+def _updates(cap: Capture) -> list:
+    return cap.spans(semconv.SPAN_ORDER_EVENT)
+
+
+def test_fills_from_another_thread_join_the_order_trace_with_latency_and_slippage(cap: Capture) -> None:
+    with qt.trade_flow(symbol="BTCUSDT", strategy="momo") as flow:
+        with flow.signal(reference_price=100.0):
+            pass
+        with flow.execution():
+            place("BTCUSDT", "buy", 2.0, client_order_id="c-1")
+
+    def venue_callbacks() -> None:  # the venue's websocket thread
+        qt.order_acknowledged("c-1", order_id="V-1")
+        qt.order_filled("c-1", quantity=0.5, price=100.05)
+        qt.order_filled("c-1", quantity=1.5, price=100.10)
+
+    worker = threading.Thread(target=venue_callbacks)
+    worker.start()
+    worker.join()
+
+    order = cap.span(semconv.SPAN_ORDER)
+    updates = _updates(cap)
+    assert [u.attributes[semconv.ORDER_EVENT] for u in updates] == ["ack", "partial_fill", "fill"]
+    for update in updates:
+        assert update.context.trace_id == order.context.trace_id
+        assert update.parent.span_id == order.context.span_id
+        assert update.attributes[semconv.SYMBOL] == "BTCUSDT"
+    assert updates[1].attributes[semconv.SLIPPAGE_BPS] == pytest.approx(5.0)
+    assert updates[2].attributes[semconv.SLIPPAGE_BPS] == pytest.approx(10.0)
+
+    slippage = cap.point(semconv.SLIPPAGE.name, venue="binance", symbol="BTCUSDT", side="buy")
+    assert slippage.count == 2 and slippage.sum == pytest.approx(15.0)
+    fill_latency = cap.point(semconv.FILL_LATENCY.name)
+    assert fill_latency.count == 1 and fill_latency.sum > 0
+    exemplar_traces = {e.trace_id for e in cap.exemplars(semconv.FILL_LATENCY.name)}
+    assert exemplar_traces == {order.context.trace_id}
+    events = {p.attributes[semconv.ORDER_EVENT]: p.value for p in cap.points(semconv.ORDER_EVENTS.name)}
+    assert events == {"ack": 1, "partial_fill": 1, "fill": 1}
+    assert len(ORDER_STORE) == 0  # a completed order leaves the store
+
+
+def test_sell_slippage_is_positive_when_receiving_less(cap: Capture) -> None:
+    place("ETHUSDT", "sell", 1, client_order_id="s-1")
+    qt.order_filled("s-1", quantity=1, price=99.0, reference_price=100.0)
+    assert _updates(cap)[0].attributes[semconv.SLIPPAGE_BPS] == pytest.approx(100.0)
+
+
+def test_rejects_and_cancels_are_counted_by_reason(cap: Capture) -> None:
+    place("BTCUSDT", "buy", 1, client_order_id="r-1")
+    place("BTCUSDT", "buy", 1, client_order_id="x-1")
+    qt.order_rejected("r-1", reason="insufficient_margin")
+    qt.order_cancelled("x-1", reason="user")
+    rejected = cap.point(semconv.ORDER_EVENTS.name, order__event="reject")
+    assert rejected.attributes[semconv.REASON] == "insufficient_margin"
+    assert cap.point(semconv.ORDER_EVENTS.name, order__event="cancel").attributes[semconv.REASON] == "user"
+    reject_span = [u for u in _updates(cap) if u.attributes[semconv.ORDER_EVENT] == "reject"][0]
+    assert reject_span.status.status_code is StatusCode.ERROR
+
+
+def test_events_for_unknown_orders_still_count_and_link_to_the_current_trace(cap: Capture) -> None:
+    with qt.trade_flow(symbol="BTCUSDT", strategy="s"):
+        qt.order_filled("never-placed", quantity=1, price=1)
+    update = _updates(cap)[0]
+    root = cap.span(semconv.SPAN_TRADE)
+    assert update.links[0].context.span_id == root.context.span_id
+    assert cap.point(semconv.TELEMETRY_ERRORS.name, kind="order_not_tracked").value == 1
+
+
+def test_the_order_store_is_bounded(cap: Capture) -> None:
+    ORDER_STORE.max_orders = 5
+    try:
+        for i in range(20):
+            place("BTCUSDT", "buy", 1, client_order_id=f"b-{i}")
+        assert len(ORDER_STORE) == 5
+        assert ORDER_STORE.get("b-19") is not None and ORDER_STORE.get("b-0") is None
+    finally:
+        ORDER_STORE.max_orders = 10_000
+
+
+def test_bad_fill_values_never_raise(cap: Capture) -> None:
+    place("BTCUSDT", "buy", 1, client_order_id="n-1")
+    qt.order_filled("n-1", quantity=float("nan"), price=None)
+    qt.order_filled(None, quantity="lots", price=object())
+    qt.order_acknowledged(object())
+    assert cap.point(semconv.TELEMETRY_ERRORS.name, kind="order_event_without_id").value == 1

@@ -1,0 +1,167 @@
+"""init()/shutdown(): once per process, cooperative with existing providers, bounded in time, safe before init."""
+
+from __future__ import annotations
+
+import io
+import socket
+import time
+import urllib.request
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import qt_telemetry as qt
+from qt_telemetry import semconv
+from qt_telemetry._console import TraceSummaryExporter
+
+pytestmark = pytest.mark.usefixtures("clean_globals")
+
+
+@qt.traced_order(venue="binance")
+def place(symbol, side, quantity):
+    return None
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_every_public_call_works_and_records_nothing_before_init() -> None:
+    with qt.trade_flow(symbol="BTCUSDT", strategy="s") as flow:
+        with flow.signal(confidence=1.0), flow.entry():
+            with qt.risk_check("max_position") as check:
+                check.reject("too_big")
+        with flow.execution():
+            place("BTCUSDT", "buy", 1)
+    qt.order_filled("nope", quantity=1, price=1)
+    qt.record_breaker_state("api", "open")
+    feed = qt.FeedMonitor("ws")
+    feed.message("BTCUSDT")
+    assert qt.inject() == {}  # no active span, nothing to propagate
+    assert qt.force_flush() is True and qt.shutdown() is True
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    trace.set_tracer_provider(provider)
+    provider.force_flush()
+    assert memory.get_finished_spans() == ()
+
+
+def test_init_installs_providers_and_a_second_call_warns_and_keeps_the_first() -> None:
+    reader = InMemoryMetricReader()
+    info = qt.init(mode="none", service_name="first", metric_readers=[reader])
+    assert info is not None and info.service_name == "first" and info.owns_providers
+    with pytest.warns(RuntimeWarning, match="already called"):
+        again = qt.init(mode="none", service_name="second")
+    assert again == info
+    place("BTCUSDT", "buy", 1)
+    names = {m.name for rm in reader.get_metrics_data().resource_metrics
+             for sm in rm.scope_metrics for m in sm.metrics}
+    assert semconv.ORDERS.name in names
+    resource = trace.get_tracer_provider().resource
+    assert resource.attributes["service.name"] == "first"
+    assert resource.attributes["service.instance.id"]  # two bots never merge into one series
+
+
+def test_service_name_and_resource_attributes_from_otel_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "env-bot")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=paper,team=quant")
+    qt.init(mode="none")
+    attrs = trace.get_tracer_provider().resource.attributes
+    assert attrs["service.name"] == "env-bot"
+    assert attrs["deployment.environment.name"] == "paper" and attrs["team"] == "quant"
+
+
+def test_otel_sdk_disabled_makes_init_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert qt.init() is None
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    place("BTCUSDT", "buy", 1)  # still fine
+
+
+def test_init_cooperates_with_an_already_installed_provider() -> None:
+    existing = TracerProvider()  # e.g. installed by opentelemetry-instrument
+    auto = InMemorySpanExporter()
+    existing.add_span_processor(SimpleSpanProcessor(auto))
+    trace.set_tracer_provider(existing)
+    mine = InMemorySpanExporter()
+
+    info = qt.init(mode="none", span_processors=[SimpleSpanProcessor(mine)])
+
+    assert trace.get_tracer_provider() is existing  # not clobbered
+    assert info is not None
+    place("BTCUSDT", "buy", 1)
+    assert [s.name for s in auto.get_finished_spans()] == [semconv.SPAN_ORDER]
+    assert [s.name for s in mine.get_finished_spans()] == [semconv.SPAN_ORDER]  # extra processor added
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_shutdown_is_bounded_when_the_collector_is_down(protocol: str) -> None:
+    qt.init(endpoint=f"http://127.0.0.1:{_closed_port()}", protocol=protocol, shutdown_timeout=1.0)
+    for _ in range(50):
+        with qt.trade_flow(symbol="BTCUSDT", strategy="s") as flow, flow.execution():
+            place("BTCUSDT", "buy", 1)
+
+    started = time.monotonic()
+    flushed = qt.force_flush()
+    shut = qt.shutdown()
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 2.5, f"flush+shutdown took {elapsed:.2f}s with the collector down"
+    assert flushed is False and shut is False  # and they say that data was dropped
+    assert qt.shutdown() is True  # a second shutdown is a no-op
+
+
+def test_local_mode_serves_prometheus_metrics_on_loopback_with_order_buckets() -> None:
+    info = qt.init(mode="local", metrics_port=0, console=False)
+    assert info is not None and info.metrics_url is not None
+    assert info.metrics_url.startswith("http://127.0.0.1:")
+    place("BTCUSDT", "buy", 1)
+    body = urllib.request.urlopen(info.metrics_url, timeout=5).read().decode()
+    buckets = [line for line in body.splitlines() if line.startswith("qt_order_latency_seconds_bucket")]
+    bounds = [line.split('le="')[1].split('"')[0] for line in buckets]
+    assert bounds == [str(b) for b in semconv.LATENCY_BUCKETS_S] + ["+Inf"]
+    assert 'qt_orders_total{' in body and 'venue="binance"' in body
+    qt.shutdown()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(info.metrics_url, timeout=2)  # the server is gone after shutdown
+
+
+def test_local_mode_port_in_use_is_a_configuration_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(qt.ConfigurationError, match="metrics_port"):
+            qt.init(mode="local", metrics_port=busy.getsockname()[1])
+
+
+def test_console_summary_prints_one_line_per_trade_with_stages_and_trace_id(cap) -> None:  # noqa: ANN001
+    with qt.trade_flow(symbol="BTCUSDT", strategy="momo") as flow:
+        with flow.signal():
+            pass
+        with flow.execution():
+            place("BTCUSDT", "buy", 2)
+    out = io.StringIO()
+    TraceSummaryExporter(out).export(cap.spans())
+    (line,) = out.getvalue().splitlines()
+    assert line.startswith("[qt] trade BTCUSDT/momo ok")
+    assert "signal" in line and "execution" in line and "order binance buy 2 BTCUSDT ok" in line
+    assert f"trace={cap.span(semconv.SPAN_TRADE).context.trace_id:032x}" in line
+
+
+def test_instruments_follow_the_provider_installed_after_import() -> None:
+    place("BTCUSDT", "buy", 1)  # before init: no-op path
+    reader = InMemoryMetricReader()
+    qt.init(mode="none", metric_readers=[reader])
+    place("BTCUSDT", "buy", 1)
+    points = [p for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
+              for m in sm.metrics if m.name == semconv.ORDERS.name for p in m.data.data_points]
+    assert [p.value for p in points] == [1]
+    assert metrics.get_meter_provider() is not None
