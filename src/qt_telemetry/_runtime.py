@@ -12,6 +12,7 @@ after it, and a stuck process keeps reporting its last known state with a fresh 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -37,6 +38,7 @@ class GaugeBoard:
     def __init__(self) -> None:
         self._values: dict[str, dict[_LabelKey, GaugeValue]] = {}
         self._lock = threading.Lock()
+        self.clear()
 
     def set(self, name: str, attributes: Mapping[str, str], value: GaugeValue) -> None:
         key = tuple(sorted(attributes.items()))
@@ -72,6 +74,7 @@ class GaugeBoard:
     def clear(self) -> None:
         with self._lock:
             self._values.clear()
+            self._values[semconv.HEARTBEAT.name] = {(): time.time}
 
 
 class Instruments:

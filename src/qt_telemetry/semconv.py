@@ -200,6 +200,10 @@ TELEMETRY_ERRORS: Final = MetricSpec(
     "Values the instrumentation dropped, clamped or replaced instead of raising into trading code.",
     (TELEMETRY_ERROR_KIND,))
 
+HEARTBEAT: Final = MetricSpec(
+    "qt.telemetry.heartbeat", "gauge", "s",
+    "Unix time of the SDK's latest export: a dead bot or exporter stops it, so silence is never 'all quiet'.")
+
 #: Every metric qt-telemetry defines, by OTel name.
 METRICS: Final = {
     m.name: m
@@ -208,7 +212,7 @@ METRICS: Final = {
         KILL_SWITCH_ACTIVE, KILL_SWITCH_LAST_CHANGE, KILL_SWITCH_ACTIVATIONS, BREAKER_STATE, BREAKER_TRIPS,
         BREAKER_RESETS, RISK_CHECKS, RISK_CHECK_LATENCY, DAILY_PNL_USED, OPEN_POSITIONS, MAX_POSITIONS,
         GROSS_EXPOSURE, FEED_CONNECTED, FEED_GAP, FEED_STALENESS, FEED_MESSAGES, FEED_RECONNECTS,
-        TELEMETRY_ERRORS,
+        TELEMETRY_ERRORS, HEARTBEAT,
     )
 }
 

@@ -1,0 +1,246 @@
+"""Generate grafana/dashboards/*.json from qt_telemetry.semconv, so every query uses the Prometheus names the
+collector derives from our OTel names. Run after changing a metric: ``python scripts/generate_dashboards.py``.
+``tests/unit/test_stack_configs.py`` fails when the committed JSON and this generator disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from qt_telemetry import semconv as sc
+
+OUT = Path(__file__).resolve().parent.parent / "grafana" / "dashboards"
+PROM = {"type": "prometheus", "uid": "prometheus"}
+SEL = 'service_name=~"$service"'
+RATE = "$__rate_interval"
+
+
+def p(spec: sc.MetricSpec, suffix: str = "") -> str:
+    """The Prometheus series name of a metric (``_bucket`` etc. for histograms)."""
+    return spec.prometheus + suffix
+
+
+def quantile(q: float, spec: sc.MetricSpec, by: str = "", extra: str = "") -> str:
+    group = f"{by}, le" if by else "le"
+    matcher = f"{SEL}{', ' + extra if extra else ''}"
+    return f"histogram_quantile({q}, sum by ({group}) (rate({p(spec, '_bucket')}{{{matcher}}}[{RATE}])))"
+
+
+class Board:
+    def __init__(self, uid: str, title: str, description: str, variables: tuple[str, ...] = ()) -> None:
+        self.uid, self.title, self.description = uid, title, description
+        self.variables = variables
+        self.panels: list[dict[str, Any]] = []
+        self._x = self._y = 0
+        self._row_h = 0
+
+    def add(self, kind: str, title: str, targets: list[tuple[str, str]], *, w: int = 12, h: int = 8,
+            unit: str | None = None, exemplars: bool = False, description: str = "",
+            thresholds: list[tuple[float | None, str]] | None = None,
+            mappings: list[dict[str, Any]] | None = None, options: dict[str, Any] | None = None,
+            instant: bool = False, fmt: str | None = None) -> None:
+        if self._x + w > 24:
+            self._x, self._y = 0, self._y + self._row_h
+            self._row_h = 0
+        defaults: dict[str, Any] = {}
+        if unit:
+            defaults["unit"] = unit
+        if thresholds:
+            defaults["thresholds"] = {"mode": "absolute",
+                                      "steps": [{"color": c, "value": v} for v, c in thresholds]}
+            if kind == "timeseries":
+                defaults["custom"] = {"thresholdsStyle": {"mode": "line+area"}}
+        if mappings:
+            defaults["mappings"] = mappings
+        panel: dict[str, Any] = {
+            "id": len(self.panels) + 1,
+            "type": kind,
+            "title": title,
+            "description": description,
+            "datasource": PROM,
+            "gridPos": {"x": self._x, "y": self._y, "w": w, "h": h},
+            "fieldConfig": {"defaults": defaults, "overrides": []},
+            "options": options or {},
+            "targets": [
+                {"refId": chr(ord("A") + i), "datasource": PROM, "expr": expr, "legendFormat": legend,
+                 "exemplar": exemplars, "instant": instant, "range": not instant,
+                 **({"format": fmt} if fmt else {})}
+                for i, (expr, legend) in enumerate(targets)
+            ],
+        }
+        self.panels.append(panel)
+        self._x += w
+        self._row_h = max(self._row_h, h)
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "uid": self.uid,
+            "title": self.title,
+            "description": self.description,
+            "tags": ["qt-telemetry", "trading"],
+            "schemaVersion": 39,
+            "version": 1,
+            "editable": False,
+            "graphTooltip": 1,
+            "refresh": "15s",
+            "time": {"from": "now-1h", "to": "now"},
+            "timezone": "utc",
+            "templating": {"list": [_variable("service", "Bot", sc.HEARTBEAT, "service_name")] + [
+                _variable(v, v.title(), sc.ORDERS, v) for v in self.variables]},
+            "annotations": {"list": []},
+            "links": [{"title": "Trading dashboards", "type": "dashboards", "tags": ["qt-telemetry"]}],
+            "panels": self.panels,
+        }
+
+
+def _variable(name: str, label: str, spec: sc.MetricSpec, label_name: str) -> dict[str, Any]:
+    query = f"label_values({p(spec)}, {label_name})"
+    return {"name": name, "label": label, "type": "query", "datasource": PROM,
+            "query": {"query": query, "refId": name}, "definition": query,
+            "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2,
+            "current": {"text": "All", "value": "$__all"}}
+
+
+STATE_0_1 = [{"type": "value", "options": {
+    "0": {"text": "OK", "color": "green"}, "1": {"text": "ACTIVE", "color": "red"}}}]
+BREAKER = [{"type": "value", "options": {
+    "0": {"text": "CLOSED", "color": "green"}, "0.5": {"text": "HALF-OPEN", "color": "orange"},
+    "1": {"text": "OPEN", "color": "red"}}}]
+CONNECTED = [{"type": "value", "options": {
+    "0": {"text": "DISCONNECTED", "color": "red"}, "1": {"text": "CONNECTED", "color": "green"}}}]
+
+
+def trading_overview() -> Board:
+    b = Board("qt-trading-overview", "Trading Overview",
+              "The eight signals a trading desk watches, from qt-telemetry. Latency panels show exemplars: "
+              "click one to open that order's trace in Tempo.")
+    b.add("timeseries", "Daily PnL used (fraction of loss limit)",
+          [(f"max by (service_name, strategy) ({p(sc.DAILY_PNL_USED)}{{{SEL}}})", "{{service_name}} {{strategy}}")],
+          unit="percentunit", thresholds=[(None, "green"), (0.8, "red")],
+          description="Daily loss / daily loss limit. Red from 80%; the kill switch trips at 100%.")
+    b.add("stat", "Open positions",
+          [(f"sum by (strategy) ({p(sc.OPEN_POSITIONS)}{{{SEL}}})", "open {{strategy}}"),
+           (f"max by (strategy) ({p(sc.MAX_POSITIONS)}{{{SEL}}})", "limit {{strategy}}")],
+          w=6, thresholds=[(None, "green"), (2, "yellow"), (3, "red")])
+    b.add("stat", "Kill switch",
+          [(f"max by (kill_switch) ({p(sc.KILL_SWITCH_ACTIVE)}{{{SEL}}})", "{{kill_switch}}")],
+          w=6, mappings=STATE_0_1, thresholds=[(None, "green"), (1, "red")],
+          description="No value means the bot is not reporting its kill switch: see the QtKillSwitchStateMissing alert.")
+    b.add("stat", "Circuit breakers",
+          [(f"max by (breaker) ({p(sc.BREAKER_STATE)}{{{SEL}}})", "{{breaker}}")],
+          w=8, mappings=BREAKER, thresholds=[(None, "green"), (0.5, "orange"), (1, "red")],
+          description="0 closed, 0.5 half-open, 1 open.")
+    b.add("timeseries", "Order latency p50 / p95 / p99",
+          [(quantile(0.5, sc.ORDER_LATENCY), "p50"), (quantile(0.95, sc.ORDER_LATENCY), "p95"),
+           (quantile(0.99, sc.ORDER_LATENCY), "p99")],
+          w=16, unit="s", exemplars=True, thresholds=[(None, "green"), (0.5, "red")],
+          description="Diamonds are exemplars: hover and choose 'Open trace in Tempo'.")
+    b.add("stat", "Market data feeds",
+          [(f"min by (feed, symbol) ({p(sc.FEED_CONNECTED)}{{{SEL}}})", "{{feed}} {{symbol}}")],
+          w=8, mappings=CONNECTED, thresholds=[(None, "red"), (1, "green")])
+    b.add("stat", "Orders in 24h",
+          [(f"sum(increase({p(sc.ORDERS)}{{{SEL}}}[24h]))", "orders")], w=4)
+    b.add("timeseries", "Feed message gap p95 / staleness",
+          [(quantile(0.95, sc.FEED_GAP, "feed, symbol"), "gap p95 {{feed}} {{symbol}}"),
+           (f"max by (feed, symbol) ({p(sc.FEED_STALENESS)}{{{SEL}}})", "stale {{feed}} {{symbol}}")],
+          w=12, unit="s", thresholds=[(None, "green"), (30, "red")])
+    return b
+
+
+def order_execution() -> Board:
+    b = Board("qt-order-execution", "Order Execution",
+              "Where order time goes, by venue; slippage; rejects; risk-check rejections. Exemplars link to traces.",
+              variables=("venue",))
+    venue = 'venue=~"$venue"'
+    b.add("heatmap", "Order latency heatmap (exemplars on)",
+          [(f"sum by (le) (increase({p(sc.ORDER_LATENCY, '_bucket')}{{{SEL}, {venue}}}[{RATE}]))", "{{le}}")],
+          w=24, h=9, unit="s", exemplars=True, fmt="heatmap",
+          options={"calculate": False, "yAxis": {"unit": "s"}, "exemplars": {"color": "rgba(255,0,255,0.7)"}},
+          description="Each diamond is one order: click it to open its signal-to-execution trace in Tempo.")
+    b.add("timeseries", "Order latency p95 by venue",
+          [(quantile(0.95, sc.ORDER_LATENCY, "venue", venue), "{{venue}}")], unit="s", exemplars=True)
+    b.add("timeseries", "Orders by outcome",
+          [(f"sum by (venue, outcome) (rate({p(sc.ORDERS)}{{{SEL}, {venue}}}[{RATE}]))", "{{venue}} {{outcome}}")],
+          unit="ops")
+    b.add("timeseries", "Slippage p50 / p95 (bp)",
+          [(quantile(0.5, sc.SLIPPAGE, "venue", venue), "p50 {{venue}}"),
+           (quantile(0.95, sc.SLIPPAGE, "venue", venue), "p95 {{venue}}")], exemplars=True,
+          description="Fill price versus the signal's reference price, in basis points; positive is worse.")
+    b.add("timeseries", "Fill latency p95",
+          [(quantile(0.95, sc.FILL_LATENCY, "venue", venue), "{{venue}}")], unit="s", exemplars=True)
+    b.add("bargauge", "Venue rejects by reason (1h)",
+          [(f"sum by (venue, reason) (increase({p(sc.ORDER_EVENTS)}{{{SEL}, order_event=\"reject\"}}[1h]))",
+            "{{venue}} {{reason}}")], instant=True)
+    b.add("bargauge", "Placement errors by type (1h)",
+          [(f"sum by (venue, error_type) (increase({p(sc.ORDERS)}{{{SEL}, outcome=\"error\"}}[1h]))",
+            "{{venue}} {{error_type}}")], instant=True)
+    b.add("timeseries", "Risk-check rejections by rule",
+          [(f"sum by (risk_rule, reason) (rate({p(sc.RISK_CHECKS)}{{{SEL}, outcome=\"rejected\"}}[{RATE}]))",
+            "{{risk_rule}}: {{reason}}")], unit="ops")
+    b.add("timeseries", "Trade stage duration p95",
+          [(quantile(0.95, sc.STAGE_DURATION, "stage"), "{{stage}}")], unit="s", exemplars=True)
+    b.add("timeseries", "Span RED: rate by span name (span metrics)",
+          [(f"sum by (span_name, status_code) (rate(traces_span_metrics_calls_total{{{SEL}}}[{RATE}]))",
+            "{{span_name}} {{status_code}}")], unit="ops")
+    b.add("timeseries", "Span RED: p95 duration by span name",
+          [(f"histogram_quantile(0.95, sum by (span_name, le) "
+            f"(rate(traces_span_metrics_duration_seconds_bucket{{{SEL}}}[{RATE}])))", "{{span_name}}")],
+          unit="s", exemplars=True)
+    return b
+
+
+def telemetry_pipeline() -> Board:
+    b = Board("qt-telemetry-pipeline", "Telemetry Pipeline",
+              "Is the telemetry itself healthy? Collector intake and exports, queues, scrape health, bot heartbeats.")
+    b.add("stat", "Scrape health (up)", [('up', "{{job}}")], w=8, mappings=[{"type": "value", "options": {
+        "0": {"text": "DOWN", "color": "red"}, "1": {"text": "UP", "color": "green"}}}], instant=True)
+    b.add("stat", "Bot heartbeat age",
+          [(f"time() - max by (service_name) ({p(sc.HEARTBEAT)}{{{SEL}}})", "{{service_name}}")],
+          w=8, unit="s", thresholds=[(None, "green"), (60, "orange"), (90, "red")])
+    b.add("timeseries", "Instrumentation errors absorbed",
+          [(f"sum by (kind) (rate({p(sc.TELEMETRY_ERRORS)}{{{SEL}}}[{RATE}]))", "{{kind}}")], w=8, unit="ops")
+    b.add("timeseries", "Collector accepted / refused",
+          [(f"sum(rate(otelcol_receiver_accepted_spans_total[{RATE}]))", "accepted spans"),
+           (f"sum(rate(otelcol_receiver_accepted_metric_points_total[{RATE}]))", "accepted points"),
+           (f"sum(rate(otelcol_receiver_refused_spans_total[{RATE}]))", "refused spans"),
+           (f"sum(rate(otelcol_receiver_refused_metric_points_total[{RATE}]))", "refused points")], unit="ops")
+    b.add("timeseries", "Collector exports sent / failed",
+          [(f"sum by (exporter) (rate(otelcol_exporter_sent_spans_total[{RATE}]))", "sent spans {{exporter}}"),
+           (f"sum by (exporter) (rate(otelcol_exporter_sent_metric_points_total[{RATE}]))",
+            "sent points {{exporter}}"),
+           (f"sum by (exporter) (rate(otelcol_exporter_send_failed_spans_total[{RATE}]))",
+            "failed spans {{exporter}}"),
+           (f"sum by (exporter) (rate(otelcol_exporter_send_failed_metric_points_total[{RATE}]))",
+            "failed points {{exporter}}")], unit="ops")
+    b.add("timeseries", "Exporter queue (size / capacity)",
+          [("sum by (exporter) (otelcol_exporter_queue_size)", "size {{exporter}}"),
+           ("sum by (exporter) (otelcol_exporter_queue_capacity)", "capacity {{exporter}}")])
+    b.add("timeseries", "Prometheus: exemplars stored and remote-write samples",
+          [("prometheus_tsdb_exemplar_exemplars_in_storage", "exemplars in storage"),
+           (f"sum(rate(prometheus_tsdb_head_samples_appended_total[{RATE}]))", "samples appended/s")])
+    b.add("timeseries", "Tempo: spans received",
+          [(f"sum(rate(tempo_distributor_spans_received_total[{RATE}]))", "spans/s")], unit="ops")
+    return b
+
+
+BOARDS = {"trading-overview.json": trading_overview, "order-execution.json": order_execution,
+          "telemetry-pipeline.json": telemetry_pipeline}
+
+
+def render() -> dict[str, str]:
+    return {name: json.dumps(make().json(), indent=2, sort_keys=True) + "\n" for name, make in BOARDS.items()}
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, text in render().items():
+        (OUT / name).write_text(text)
+        print(f"wrote {OUT / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

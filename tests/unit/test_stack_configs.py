@@ -1,0 +1,264 @@
+"""The shipped stack configs, checked by the real tools and against the names the SDK emits."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from qt_telemetry import semconv
+from tests.support.servers import REPO, binary, debian_tool
+
+DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
+RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
+#: Series our SDK produces (histograms: _bucket/_sum/_count) and the ones the pipeline itself exposes.
+OUR_SERIES = {s.prometheus + sfx for s in semconv.METRICS.values()
+              for sfx in (("_bucket", "_sum", "_count") if s.kind == "histogram" else ("",))}
+PIPELINE_PREFIXES = ("otelcol_", "prometheus_", "tempo_", "traces_span_metrics_", "up", "ALERTS")
+PROMQL_WORDS = {
+    "sum", "max", "min", "avg", "count", "by", "without", "rate", "increase", "irate", "histogram_quantile",
+    "time", "absent", "max_over_time", "label_values", "and", "or", "unless", "on", "ignoring", "group_left",
+    "bool", "offset", "le", "timestamp",
+}
+
+
+def _run(*cmd: str, cwd: Path = REPO) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def _metric_names(expr: str) -> set[str]:
+    """Identifiers used as series names in a PromQL expression (not functions, labels or keywords)."""
+    stripped = re.sub(r'\{[^}]*\}', "", expr)  # label matchers
+    stripped = re.sub(r'"[^"]*"', "", stripped)
+    stripped = re.sub(r"\[[^\]]*\]", "", stripped)  # ranges
+    stripped = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", stripped)
+    names = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", stripped))
+    return {n for n in names if n not in PROMQL_WORDS and not n.startswith("$")}
+
+
+def _known(name: str) -> bool:
+    return name in OUR_SERIES or name.startswith(PIPELINE_PREFIXES)
+
+
+def _dashboard_exprs() -> list[tuple[str, str, str]]:
+    out = []
+    for path in DASHBOARDS:
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                out.append((path.name, panel["title"], target["expr"]))
+    return out
+
+
+def _rules() -> list[dict[str, Any]]:
+    return [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"]]
+
+
+# --- Prometheus rules ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("promtool", ["debian", "compose-version"])
+def test_promtool_accepts_config_and_rules_and_every_rule_unit_test_passes(promtool: str) -> None:
+    tool = debian_tool("promtool") if promtool == "debian" else binary("promtool")
+    prom_dir = REPO / "prometheus"
+    assert "SUCCESS" in _run(tool, "check", "config", "prometheus.yml", cwd=prom_dir)
+    _run(tool, "check", "rules", *[str(p) for p in RULE_FILES])
+    out = _run(tool, "test", "rules", *[str(p) for p in sorted((prom_dir / "tests").glob("*.yml"))], cwd=prom_dir)
+    assert out.count("SUCCESS") == 2
+
+
+def test_every_alert_has_severity_summary_description_runbook_and_a_unit_test() -> None:
+    tests_text = "\n".join(p.read_text() for p in (REPO / "prometheus" / "tests").glob("*.yml"))
+    required = {"QtKillSwitchActive", "QtCircuitBreakerOpen", "QtFeedDisconnected", "QtFeedStale",
+                "QtOrderLatencyP95High", "QtDailyLossLimitApproaching", "QtMaxPositionsReached",
+                "QtOrderRejectRateHigh", "QtCollectorDown", "QtBotSilent", "QtNoBotReporting"}
+    names = set()
+    for rule in _rules():
+        names.add(rule["alert"])
+        assert rule["labels"]["severity"] in ("critical", "warning", "info"), rule["alert"]
+        assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
+        # firing *and* not firing are both specified for every alert
+        assert f"alertname: {rule['alert']}\n        exp_alerts: []" in tests_text, rule["alert"]
+        assert re.search(rf"alertname: {rule['alert']}\n\s+exp_alerts:\n\s+- exp_labels", tests_text), rule["alert"]
+    assert required <= names
+
+
+def test_alert_rules_only_query_series_the_sdk_or_pipeline_produces() -> None:
+    for rule in _rules():
+        unknown = {n for n in _metric_names(rule["expr"]) if not _known(n)}
+        assert not unknown, f"{rule['alert']} queries unknown series {unknown}"
+
+
+# --- Alertmanager --------------------------------------------------------------------------------------
+
+def test_amtool_accepts_the_alertmanager_config() -> None:
+    out = _run(binary("amtool"), "check-config", "alertmanager/alertmanager.yml")
+    assert "SUCCESS" in out and "3 receivers" in out
+
+
+def test_routing_pages_critical_notifies_warning_and_only_shows_info() -> None:
+    amtool, cfg = binary("amtool"), "alertmanager/alertmanager.yml"
+    for labels, receiver in ((["severity=critical", "alertname=QtKillSwitchActive"], "page"),
+                             (["severity=warning", "alertname=QtFeedStale"], "notify"),
+                             (["severity=info", "alertname=QtMaxPositionsReached"], "null")):
+        out = _run(amtool, "config", "routes", "test", f"--config.file={cfg}", *labels)
+        assert out.strip() == receiver, (labels, out)
+
+
+def test_no_webhook_url_is_written_in_the_alertmanager_config() -> None:
+    text = (REPO / "alertmanager" / "alertmanager.yml").read_text()
+    assert not re.search(r"^\s*-?\s*url:\s", text, re.M) and "http" not in text.split("receivers:")[1]
+    assert text.count("url_file: /run/secrets/") == 2
+
+
+# --- Grafana -------------------------------------------------------------------------------------------
+
+def test_dashboards_are_exactly_what_the_generator_produces_from_semconv() -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import generate_dashboards
+    finally:
+        sys.path.pop(0)
+    rendered = generate_dashboards.render()
+    assert sorted(rendered) == [p.name for p in DASHBOARDS]
+    for path in DASHBOARDS:
+        assert path.read_text() == rendered[path.name], f"{path.name} is stale: run scripts/generate_dashboards.py"
+
+
+def test_every_dashboard_query_uses_known_prometheus_names() -> None:
+    exprs = _dashboard_exprs()
+    assert len(exprs) >= 30
+    for board, title, expr in exprs:
+        unknown = {n for n in _metric_names(expr) if not _known(n)}
+        assert not unknown, f"{board} / {title}: unknown series {unknown} in {expr}"
+
+
+def test_trading_overview_covers_the_eight_desk_panels_and_latency_shows_exemplars() -> None:
+    board = json.loads((REPO / "grafana" / "dashboards" / "trading-overview.json").read_text())
+    text = json.dumps(board)
+    for series in ("qt_risk_daily_pnl_used_ratio", "qt_risk_positions_open", "qt_kill_switch_active",
+                   "qt_circuit_breaker_state", "qt_order_latency_seconds_bucket", "qt_feed_connected",
+                   "qt_orders_total", "qt_feed_message_gap_seconds_bucket"):
+        assert series in text, series
+    latency = next(p for p in board["panels"] if p["title"].startswith("Order latency"))
+    assert all(t["exemplar"] for t in latency["targets"])
+    pnl = next(p for p in board["panels"] if p["title"].startswith("Daily PnL"))
+    assert {"color": "red", "value": 0.8} in pnl["fieldConfig"]["defaults"]["thresholds"]["steps"]
+
+
+def test_datasources_link_exemplars_to_tempo_and_traces_back_to_prometheus() -> None:
+    doc = yaml.safe_load((REPO / "grafana" / "provisioning" / "datasources" / "datasources.yaml").read_text())
+    by_uid = {d["uid"]: d for d in doc["datasources"]}
+    prom, tempo = by_uid["prometheus"], by_uid["tempo"]
+    (link,) = prom["jsonData"]["exemplarTraceIdDestinations"]
+    assert link == {"name": "trace_id", "datasourceUid": "tempo", "urlDisplayLabel": "Open trace in Tempo"}
+    assert tempo["type"] == "tempo"
+    assert tempo["jsonData"]["tracesToMetrics"]["datasourceUid"] == "prometheus"
+    assert tempo["jsonData"]["serviceMap"]["datasourceUid"] == "prometheus"
+    assert tempo["jsonData"]["nodeGraph"]["enabled"] is True
+    for query in tempo["jsonData"]["tracesToMetrics"]["queries"]:
+        assert "$$__tags" in query["query"]  # $$ survives Grafana's env expansion as $__tags
+        assert all(_known(n) for n in _metric_names(query["query"].replace("$$__tags", "")))
+
+
+# --- collector, tempo ----------------------------------------------------------------------------------
+
+def test_collector_binary_validates_the_shipped_config() -> None:
+    _run(binary("otelcol"), "validate", "--config=collector/config.yaml")
+
+
+def test_collector_config_uses_current_component_names_and_exactly_the_built_components() -> None:
+    config = yaml.safe_load((REPO / "collector" / "config.yaml").read_text())
+    manifest = yaml.safe_load((REPO / "collector" / "builder-config.yaml").read_text())
+    used = {k.split("/")[0] for section in ("receivers", "processors", "exporters", "connectors", "extensions")
+            for k in config[section]}
+    assert {"otlp_grpc", "span_metrics", "prometheus_remote_write", "health_check"} <= used
+    assert not used & {"otlphttp", "spanmetrics", "prometheusremotewrite", "healthcheck"}  # deprecated names
+    assert not {k.split("/")[0] for k in config["exporters"]} & {"otlp"}  # the gRPC exporter is otlp_grpc now
+    modules = [m["gomod"] for kind in ("receivers", "processors", "exporters", "connectors", "extensions")
+               for m in manifest[kind]]
+    assert len(modules) == len(used)
+    versions = {m.split()[1] for m in modules}
+    assert versions == {"v" + manifest["dist"]["version"]}, "every component must match the core version"
+
+
+def test_tempo_config_receives_otlp_and_reports_no_usage() -> None:
+    config = yaml.safe_load((REPO / "tempo" / "tempo.yaml").read_text())
+    assert "grpc" in config["distributor"]["receivers"]["otlp"]["protocols"]
+    assert config["usage_report"]["reporting_enabled"] is False
+    assert config["storage"]["trace"]["backend"] == "local"
+
+
+# --- docker compose ------------------------------------------------------------------------------------
+
+def _compose(env: dict[str, str] | None, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [binary("compose_check")]
+    if env is not None:
+        env_file = tmp_path / "test.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        cmd += ["--env-file", str(env_file)]
+    clean = {k: v for k, v in __import__("os").environ.items()
+             if not k.startswith(("GRAFANA_", "ALERTMANAGER_"))}
+    return subprocess.run([*cmd, "docker-compose.yml"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env=clean)
+
+
+SECRETS = {"GRAFANA_ADMIN_PASSWORD": "s3cret-test", "ALERTMANAGER_PAGE_WEBHOOK_URL": "http://hook/page",
+           "ALERTMANAGER_NOTIFY_WEBHOOK_URL": "http://hook/notify"}
+
+
+def test_compose_refuses_to_start_without_the_required_secrets(tmp_path: Path) -> None:
+    proc = _compose(None, tmp_path)
+    assert proc.returncode != 0
+    for name in SECRETS:
+        assert f"required variable {name} is missing a value" in proc.stderr
+
+
+def test_compose_project_is_locked_down(tmp_path: Path) -> None:
+    proc = _compose(SECRETS, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    project = json.loads(proc.stdout)
+    services = project["services"]
+    assert {"otel-collector", "prometheus", "tempo", "grafana", "alertmanager"} <= set(services)
+    for name, svc in services.items():
+        image = svc["image"]
+        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", image), f"{name}: image not pinned: {image}"
+        for port in svc.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+        if name != "tempo-init":
+            assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+            assert svc.get("restart") == "unless-stopped", name
+        for volume in svc.get("volumes", []):
+            if volume["type"] == "volume":
+                assert volume["source"] in project["volumes"], name
+    grafana_env = services["grafana"]["environment"]
+    assert grafana_env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana_env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert "--web.enable-remote-write-receiver" in services["prometheus"]["command"]
+    assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
+    text = (REPO / "docker-compose.yml").read_text()
+    assert "0.0.0.0" not in text
+    for secret in SECRETS.values():
+        assert secret not in json.dumps(services)  # secrets reach containers as files, not in the definition
+
+
+def test_compose_images_are_the_versions_the_tests_build() -> None:
+    images = {s["image"].split(":")[0]: s["image"].split(":")[1]
+              for s in yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"].values()}
+    manifest = yaml.safe_load((REPO / "collector" / "builder-config.yaml").read_text())
+    assert images["otel/opentelemetry-collector-contrib"] == manifest["dist"]["version"]
+    prom_mod = (REPO / "prometheus" / "build" / "go.mod").read_text()
+    module_version = re.search(r"github.com/prometheus/prometheus v0\.(\d+)\.(\d+)", prom_mod)
+    assert module_version is not None
+    major_minor = int(module_version.group(1))
+    assert images["prom/prometheus"] == f"v{major_minor // 100}.{major_minor % 100}.{module_version.group(2)}"
+    build_script = (REPO / "scripts" / "build-servers.sh").read_text()
+    assert f"ALERTMANAGER_VERSION={images['prom/alertmanager']}" in build_script
