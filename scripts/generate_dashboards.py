@@ -203,17 +203,17 @@ def telemetry_pipeline() -> Board:
     b.add("timeseries", "Instrumentation errors absorbed",
           [(f"sum by (kind) (rate({p(sc.TELEMETRY_ERRORS)}{{{SEL}}}[{RATE}]))", "{{kind}}")], w=8, unit="ops")
     b.add("timeseries", "Collector accepted / refused",
-          [(f"sum(rate(otelcol_receiver_accepted_spans_total[{RATE}]))", "accepted spans"),
-           (f"sum(rate(otelcol_receiver_accepted_metric_points_total[{RATE}]))", "accepted points"),
-           (f"sum(rate(otelcol_receiver_refused_spans_total[{RATE}]))", "refused spans"),
-           (f"sum(rate(otelcol_receiver_refused_metric_points_total[{RATE}]))", "refused points")], unit="ops")
+          [(f"sum(rate(otelcol_receiver_accepted_spans[{RATE}]))", "accepted spans"),
+           (f"sum(rate(otelcol_receiver_accepted_metric_points[{RATE}]))", "accepted points"),
+           (f"sum(rate(otelcol_receiver_refused_spans[{RATE}]))", "refused spans"),
+           (f"sum(rate(otelcol_receiver_refused_metric_points[{RATE}]))", "refused points")], unit="ops")
     b.add("timeseries", "Collector exports sent / failed",
-          [(f"sum by (exporter) (rate(otelcol_exporter_sent_spans_total[{RATE}]))", "sent spans {{exporter}}"),
-           (f"sum by (exporter) (rate(otelcol_exporter_sent_metric_points_total[{RATE}]))",
+          [(f"sum by (exporter) (rate(otelcol_exporter_sent_spans[{RATE}]))", "sent spans {{exporter}}"),
+           (f"sum by (exporter) (rate(otelcol_exporter_sent_metric_points[{RATE}]))",
             "sent points {{exporter}}"),
-           (f"sum by (exporter) (rate(otelcol_exporter_send_failed_spans_total[{RATE}]))",
+           (f"sum by (exporter) (rate(otelcol_exporter_send_failed_spans[{RATE}]))",
             "failed spans {{exporter}}"),
-           (f"sum by (exporter) (rate(otelcol_exporter_send_failed_metric_points_total[{RATE}]))",
+           (f"sum by (exporter) (rate(otelcol_exporter_send_failed_metric_points[{RATE}]))",
             "failed points {{exporter}}")], unit="ops")
     b.add("timeseries", "Exporter queue (size / capacity)",
           [("sum by (exporter) (otelcol_exporter_queue_size)", "size {{exporter}}"),

@@ -1,0 +1,93 @@
+"""Session fixture: the real stack on loopback, started once, stopped at the end, logs shown on failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.stack import Stack
+from tests.support.servers import REPO
+
+_STACK: Stack | None = None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _STACK is not None and "tests/e2e" in str(item.fspath):
+        report.sections.append(("server logs", _STACK.logs()))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    global _STACK
+    s = Stack(tmp_path_factory.mktemp("stack"))
+    _STACK = s
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+        _STACK = None
+
+
+def bot_env(stack: Stack, service: str, protocol: str = "http/protobuf") -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QT_TELEMETRY_"))}
+    endpoint = stack.otlp_grpc if protocol == "grpc" else stack.otlp_http
+    return {**clean, "OTEL_SERVICE_NAME": service, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "OTEL_BSP_SCHEDULE_DELAY": "200", "PYTHONPATH": str(REPO)}
+
+
+def run_workload(stack: Stack, service: str, *args: str, protocol: str = "http/protobuf") -> list[dict[str, Any]]:
+    proc = subprocess.run([sys.executable, "-m", "tests.e2e.workload", *args], cwd=REPO,
+                          env=bot_env(stack, service, protocol), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines[-1] == {"shutdown_ok": True}, "shutdown must flush everything to a live collector"
+    return lines[:-1]
+
+
+@pytest.fixture(scope="session")
+def live_bot(stack: Stack) -> Iterator[str]:
+    """A bot that keeps trading for the whole session (what dashboards look at); stopped at the end."""
+    service = "e2e-live-bot"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.e2e.workload", "--forever"], cwd=REPO,
+                            env=bot_env(stack, service), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        yield service
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def workload(stack: Stack) -> dict[str, Any]:
+    """One realistic run over OTLP/HTTP and one over OTLP/gRPC, and a bot with its kill switch active."""
+    started = time.time() - 5
+    trades = run_workload(stack, "e2e-bot", "--trades", "40")
+    grpc_trades = run_workload(stack, "e2e-grpc-bot", "--trades", "6", protocol="grpc")
+    halted = run_workload(stack, "e2e-halted-bot", "--trades", "3", "--kill-switch")
+    return {"started": started, "trades": trades, "grpc_trades": grpc_trades, "halted": halted}
