@@ -1,0 +1,45 @@
+"""The ``qt-telemetry`` command: ``demo`` (a realistic instrumented bot) and ``doctor`` (checks the drill path)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from qt_telemetry._config import ConfigurationError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qt-telemetry", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run a simulated, fully instrumented trading bot")
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds to run; 0 = until Ctrl-C (default 60)")
+    demo.add_argument("--rate", type=float, default=10.0, help="strategy ticks per second (default 10)")
+    demo.add_argument("--seed", type=int, default=42, help="random seed: same seed, same run (default 42)")
+    demo.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT", help="comma-separated symbols")
+    demo.add_argument("--loss-limit", type=float, default=60.0,
+                      help="daily loss limit in account currency; the kill switch trips at it (default 60)")
+    demo.add_argument("--mode", choices=("auto", "local", "otlp"), default="auto",
+                      help="auto: use the collector when one answers, else local /metrics + console (default)")
+    demo.add_argument("--metrics-port", type=int, default=None, help="local mode /metrics port (default 9464)")
+    demo.add_argument("--grafana-url", default=os.environ.get("QT_GRAFANA_URL", "http://localhost:3000"))
+    demo.add_argument("--plain", action="store_true", help="plain progress lines instead of the live view")
+
+    doctor = sub.add_parser("doctor", help="check the whole path: SDK -> collector -> Prometheus/Tempo -> Grafana")
+    from qt_telemetry.cli.doctor import add_arguments
+
+    add_arguments(doctor)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            from qt_telemetry.cli.view import run_demo
+
+            return run_demo(args)
+        from qt_telemetry.cli.doctor import run_doctor
+
+        return run_doctor(args)
+    except ConfigurationError as exc:
+        print(f"qt-telemetry: configuration error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,5 @@
+import sys
+
+from qt_telemetry.cli import main
+
+sys.exit(main())
