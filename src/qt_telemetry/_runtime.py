@@ -84,6 +84,8 @@ class Instruments:
                  board: GaugeBoard) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
+        #: False before any provider is installed: decorators then call straight through.
+        self.enabled = not (tracer_provider is _NOOP_TRACER_PROVIDER and meter_provider is _NOOP_METER_PROVIDER)
         self.tracer = tracer_provider.get_tracer(SCOPE, __version__)
         meter = meter_provider.get_meter(SCOPE, __version__)
         self._sync: dict[str, Any] = {}
@@ -125,8 +127,8 @@ class Runtime:
         set_error_sink(self._count_error)
 
     def instruments(self) -> Instruments:
-        tp = trace.get_tracer_provider()
-        mp = metrics.get_meter_provider()
+        tp = _current_tracer_provider()
+        mp = _current_meter_provider()
         current = self._instruments
         if current is not None and self._key[0] is tp and self._key[1] is mp:
             return current
@@ -182,4 +184,23 @@ class Runtime:
         self.instruments().add(semconv.TELEMETRY_ERRORS, 1, {semconv.TELEMETRY_ERROR_KIND: kind})
 
 
+def _current_tracer_provider() -> object:
+    # The API's getter reads an environment variable on every call until a provider is set, which made the
+    # no-op path cost more than the instrumented one; read the global it guards instead when we can.
+    provider = getattr(trace, "_TRACER_PROVIDER", _MISSING)
+    if provider is _MISSING:
+        return trace.get_tracer_provider()
+    return provider if provider is not None else trace.get_tracer_provider()
+
+
+def _current_meter_provider() -> object:
+    from opentelemetry.metrics import _internal
+
+    provider = getattr(_internal, "_METER_PROVIDER", _MISSING)
+    if provider is _MISSING:
+        return metrics.get_meter_provider()
+    return provider if provider is not None else metrics.get_meter_provider()
+
+
+_MISSING = object()
 RUNTIME = Runtime()

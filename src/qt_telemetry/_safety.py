@@ -129,6 +129,10 @@ class LabelGuard:
         self._lock = threading.Lock()
 
     def value(self, key: str, raw: Any) -> str:
+        if raw.__class__ is str:  # the hot path: a label value seen before
+            seen_values = self._seen.get(key)
+            if seen_values is not None and raw in seen_values:
+                return raw  # type: ignore[no-any-return]
         text = _label_text(raw)
         if text == semconv.OVERFLOW_VALUE:
             return text

@@ -24,6 +24,7 @@ class _SymbolState:
     last_message: float | None = None
     connected: bool = False
     staleness_observed: bool = False
+    labels: dict[str, str] | None = None  # bounded once, reused for every message
 
 
 class FeedMonitor:
@@ -80,12 +81,20 @@ class FeedMonitor:
         try:
             now = time.monotonic() if received_at is None else received_at
             key, state = self._state(symbol)
-            labels = {semconv.FEED: self.feed, semconv.SYMBOL: key}
+            labels = state.labels
+            if labels is None:
+                labels = state.labels = RUNTIME.labels.attributes({semconv.FEED: self.feed, semconv.SYMBOL: key})
             previous, state.last_message = state.last_message, now
+            inst = RUNTIME.instruments()
             if previous is not None:
-                RUNTIME.record(semconv.FEED_GAP, now - previous, labels)
-            RUNTIME.count(semconv.FEED_MESSAGES, labels)
-            self._observe_staleness(key, state)
+                gap = now - previous
+                if gap >= 0:
+                    inst.record(semconv.FEED_GAP, gap, labels)
+                else:
+                    telemetry_error("negative_duration")
+            inst.add(semconv.FEED_MESSAGES, 1, labels)
+            if not state.staleness_observed:
+                self._observe_staleness(key, state)
             if not state.connected:  # a message proves the connection
                 self._mark(key, state, True, None)
         except Exception as exc:  # noqa: BLE001

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar, overload
 
 import wrapt
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 
@@ -24,6 +25,7 @@ from qt_telemetry import semconv
 from qt_telemetry._callargs import ArgumentReader
 from qt_telemetry._runtime import RUNTIME
 from qt_telemetry._safety import attribute_value, finite, redact, span_attributes, telemetry_error
+from qt_telemetry.flows import current_flow
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -77,6 +79,8 @@ def traced_order(
             @wrapt.decorator
             async def async_wrapper(wrapped: Callable[..., Awaitable[Any]], instance: Any,
                                     args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                if not RUNTIME.instruments().enabled:
+                    return await wrapped(*args, **kwargs)
                 call = _OrderCall.start(reader, fixed, instance, args, kwargs)
                 try:
                     result = await wrapped(*args, **kwargs)
@@ -91,6 +95,8 @@ def traced_order(
         @wrapt.decorator
         def sync_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
                          kwargs: dict[str, Any]) -> Any:
+            if not RUNTIME.instruments().enabled:  # before init(): the no-op path costs one lookup
+                return wrapped(*args, **kwargs)
             call = _OrderCall.start(reader, fixed, instance, args, kwargs)
             try:
                 result = wrapped(*args, **kwargs)
@@ -110,7 +116,7 @@ def traced_order(
 class _OrderCall:
     """The telemetry side of one placement call. Every method absorbs its own failures."""
 
-    __slots__ = ("span", "token", "started", "labels", "client_id", "attrs")
+    __slots__ = ("span", "token", "started", "labels", "client_id", "attrs", "inst")
 
     @classmethod
     def start(cls, reader: ArgumentReader, fixed: Mapping[str, Any], instance: Any, args: tuple[Any, ...],
@@ -118,6 +124,7 @@ class _OrderCall:
         self = cls.__new__(cls)
         self.span = None
         self.token = None
+        self.inst = None
         self.started = time.perf_counter()
         try:
             raw = reader.read(instance is not None, args, kwargs)
@@ -127,17 +134,16 @@ class _OrderCall:
                 if clean is not None:
                     attrs[key] = clean
             attrs.update(fixed)  # the decorator's venue wins over a 'venue' argument
-            flow = _current_flow_info()
+            flow = current_flow()
             if flow is not None:
-                attrs.setdefault(semconv.STRATEGY, flow[0])
-                attrs.setdefault(semconv.SYMBOL, flow[1])
+                attrs.setdefault(semconv.STRATEGY, flow.strategy)
+                attrs.setdefault(semconv.SYMBOL, flow.symbol)
             self.attrs = attrs
             self.labels = {k: attrs.get(k) for k in _METRIC_FIELDS}
             self.client_id = attrs.get(semconv.ORDER_CLIENT_ID)
-            tracer = RUNTIME.instruments().tracer
-            self.span = tracer.start_span(semconv.SPAN_ORDER, kind=SpanKind.CLIENT, attributes=attrs)
-            self.token = trace.use_span(self.span, end_on_exit=False)
-            self.token.__enter__()
+            self.inst = RUNTIME.instruments()
+            self.span = self.inst.tracer.start_span(semconv.SPAN_ORDER, kind=SpanKind.CLIENT, attributes=attrs)
+            self.token = otel_context.attach(trace.set_span_in_context(self.span))
         except Exception as exc:  # noqa: BLE001
             telemetry_error("order_span_failed", repr(exc))
             self.attrs = {}
@@ -178,13 +184,14 @@ class _OrderCall:
         if span is not None:
             span.set_attribute(semconv.OUTCOME, outcome)
         # Inside the span: the exemplar of this measurement carries the span's trace and span id.
-        RUNTIME.record(semconv.ORDER_LATENCY, elapsed, labels)
-        RUNTIME.count(semconv.ORDERS, labels)
+        if self.inst is not None:
+            self.inst.record(semconv.ORDER_LATENCY, elapsed, labels)
+            self.inst.add(semconv.ORDERS, 1, labels)
         if span is not None:
             if outcome == semconv.OUTCOME_OK and self.client_id is not None:
                 ORDER_STORE.remember(str(self.client_id), span.get_span_context(), self.attrs)
             if self.token is not None:
-                self.token.__exit__(None, None, None)
+                otel_context.detach(self.token)
             span.end()
 
 
@@ -218,13 +225,6 @@ def _result_order_id(result: Any) -> Any:
     return None
 
 
-def _current_flow_info() -> tuple[str, str] | None:
-    from qt_telemetry.flows import current_flow
-
-    flow = current_flow()
-    return (flow.strategy, flow.symbol) if flow is not None else None
-
-
 # --- the order lifecycle after placement ----------------------------------------------------------------
 
 @dataclass
@@ -245,8 +245,6 @@ class OrderStore:
         self._lock = threading.Lock()
 
     def remember(self, client_order_id: str, context: SpanContext, attrs: Mapping[str, Any]) -> None:
-        from qt_telemetry.flows import current_flow
-
         flow = current_flow()
         record = _OrderRecord(context, dict(attrs), reference_price=flow.reference_price if flow else None)
         with self._lock:
