@@ -10,7 +10,8 @@ def table() -> str:
             "|---|---|---|---|---|"]
     for spec in semconv.METRICS.values():
         attrs = ", ".join(f"`{a}`" for a in spec.attributes) or "—"
-        series = f"`{spec.prometheus}`" + ("`_bucket/_sum/_count`" if spec.kind == "histogram" else "")
+        series = (f"`{spec.prometheus}_bucket` (`_sum`, `_count`)" if spec.kind == "histogram"
+                  else f"`{spec.prometheus}`")
         rows.append(f"| `{spec.name}` | {spec.kind} | `{spec.unit}` | {attrs} | {series} |")
     return "\n".join(rows) + "\n"
 
