@@ -139,7 +139,7 @@ class Runtime:
                 # instruments onto the real provider as duplicates; use the no-op path until then.
                 real_tp = _NOOP_TRACER_PROVIDER if isinstance(tp, trace.ProxyTracerProvider) else tp
                 real_mp = _NOOP_METER_PROVIDER if isinstance(mp, _ProxyMeterProvider) else mp
-                current = self._instruments = Instruments(real_tp, real_mp, self.board)
+                current = self._instruments = Instruments(real_tp, real_mp, self.board)  # type: ignore[arg-type]
                 self._key = (tp, mp)
             return current
 

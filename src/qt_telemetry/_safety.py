@@ -132,7 +132,7 @@ class LabelGuard:
         if raw.__class__ is str:  # the hot path: a label value seen before
             seen_values = self._seen.get(key)
             if seen_values is not None and raw in seen_values:
-                return raw  # type: ignore[no-any-return]
+                return raw
         text = _label_text(raw)
         if text == semconv.OVERFLOW_VALUE:
             return text

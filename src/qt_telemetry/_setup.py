@@ -228,15 +228,20 @@ def _span_processors(settings: Settings) -> list[SpanProcessor]:
     return processors
 
 
+def _headers(settings: Settings) -> dict[str, str] | None:
+    """The ``headers`` argument, or None so the exporter reads OTEL_EXPORTER_OTLP_HEADERS itself."""
+    return dict(settings.headers) if settings.headers is not None else None
+
+
 def _span_exporter(settings: Settings) -> Any:
     sig = settings.traces
     if sig.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
-        return GrpcSpanExporter(endpoint=sig.endpoint, headers=settings.headers)
+        return GrpcSpanExporter(endpoint=sig.endpoint, headers=_headers(settings))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
-    return HttpSpanExporter(endpoint=sig.endpoint, headers=settings.headers)
+    return HttpSpanExporter(endpoint=sig.endpoint, headers=_headers(settings))
 
 
 def _metric_exporter(settings: Settings) -> Any:
@@ -246,10 +251,10 @@ def _metric_exporter(settings: Settings) -> Any:
             OTLPMetricExporter as GrpcMetricExporter,
         )
 
-        return GrpcMetricExporter(endpoint=sig.endpoint, headers=settings.headers)
+        return GrpcMetricExporter(endpoint=sig.endpoint, headers=_headers(settings))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 
-    return HttpMetricExporter(endpoint=sig.endpoint, headers=settings.headers)
+    return HttpMetricExporter(endpoint=sig.endpoint, headers=_headers(settings))
 
 
 def _local_metrics(settings: Settings) -> tuple[MetricReader, Callable[[], None], str]:

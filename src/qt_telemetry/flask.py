@@ -20,7 +20,7 @@ def instrument_app(app: Any, *, metrics_route: str | None = "/metrics") -> Any:
     if metrics_route is not None and not metrics_route.startswith("/"):
         raise ConfigurationError(f"metrics_route={metrics_route!r}: must start with '/'")
     excluded = metrics_route.lstrip("/") if metrics_route else None
-    FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)
+    FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)  # type: ignore[no-untyped-call]
     if metrics_route is not None:
         app.add_url_rule(metrics_route, "qt_telemetry_metrics", _metrics_view)
     return app

@@ -23,7 +23,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 
 from qt_telemetry import semconv
 from qt_telemetry._callargs import ArgumentReader
-from qt_telemetry._runtime import RUNTIME
+from qt_telemetry._runtime import RUNTIME, Instruments
 from qt_telemetry._safety import attribute_value, finite, redact, span_attributes, telemetry_error
 from qt_telemetry.flows import current_flow
 
@@ -90,7 +90,7 @@ def traced_order(
                 call.succeed(result)
                 return result
 
-            return async_wrapper(fn)  # type: ignore[no-any-return]
+            return async_wrapper(fn)
 
         @wrapt.decorator
         def sync_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
@@ -106,7 +106,7 @@ def traced_order(
             call.succeed(result)
             return result
 
-        return sync_wrapper(fn)  # type: ignore[no-any-return]
+        return sync_wrapper(fn)
 
     if func is not None:
         return decorate(func)
@@ -117,6 +117,13 @@ class _OrderCall:
     """The telemetry side of one placement call. Every method absorbs its own failures."""
 
     __slots__ = ("span", "token", "started", "labels", "client_id", "attrs", "inst")
+    span: trace.Span | None
+    token: object
+    started: float
+    labels: dict[str, Any]
+    client_id: Any
+    attrs: dict[str, Any]
+    inst: Instruments | None
 
     @classmethod
     def start(cls, reader: ArgumentReader, fixed: Mapping[str, Any], instance: Any, args: tuple[Any, ...],
@@ -191,7 +198,7 @@ class _OrderCall:
             if outcome == semconv.OUTCOME_OK and self.client_id is not None:
                 ORDER_STORE.remember(str(self.client_id), span.get_span_context(), self.attrs)
             if self.token is not None:
-                otel_context.detach(self.token)
+                otel_context.detach(self.token)  # type: ignore[arg-type]
             span.end()
 
 

@@ -82,22 +82,25 @@ def kill_switch_deactivation(*, name: str = "main") -> Callable[[Callable[P, R]]
 
 def _kill_switch_decorator(active: bool, name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        reader = ArgumentReader(fn, _CHANGE_FIELDS)
-
-        @wrapt.decorator
-        def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> Any:
-            result = wrapped(*args, **kwargs)  # only a change that happened is recorded
-            try:
-                fields = reader.read(instance is not None, args, kwargs)
-            except Exception:  # noqa: BLE001
-                fields = {}
-            record_kill_switch(active, name=name, reason=fields.get("reason"), actor=fields.get("actor"))
-            return result
-
-        return wrapper(fn)  # type: ignore[no-any-return]
+        return wrapt.decorator(_change_recorder(active, name, fn))(fn)
 
     return decorate
+
+
+def _change_recorder(active: bool, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """A wrapt wrapper that records the kill switch change after ``method`` returns (reason/actor from args)."""
+    reader = ArgumentReader(method, _CHANGE_FIELDS)
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        result = wrapped(*args, **kwargs)  # only a change that happened is recorded
+        try:
+            fields = reader.read(instance is not None, args, kwargs)
+        except Exception:  # noqa: BLE001
+            fields = {}
+        record_kill_switch(active, name=name, reason=fields.get("reason"), actor=fields.get("actor"))
+        return result
+
+    return wrapper
 
 
 def observe_kill_switch(switch: Any, *, name: str = "main", activate: str = "activate",
@@ -111,30 +114,15 @@ def observe_kill_switch(switch: Any, *, name: str = "main", activate: str = "act
     for method, active in ((activate, True), (deactivate, False)):
         if not callable(getattr(switch, method, None)):
             raise ConfigurationError(f"{method}: {type(switch).__name__} has no such method to observe")
-        wrapt.wrap_function_wrapper(switch, method, _method_recorder(active, name, getattr(switch, method)))
+        wrapt.wrap_function_wrapper(switch, method, _change_recorder(active, name, getattr(switch, method)))
     labels = {semconv.KILL_SWITCH: name}
     if is_active is not None:
         probe: Callable[[], Any] = (is_active if callable(is_active)
-                                    else (lambda: getattr(switch, is_active)))  # type: ignore[arg-type]
+                                    else (lambda: getattr(switch, is_active)))
         RUNTIME.gauge(semconv.KILL_SWITCH_ACTIVE, labels, lambda: 1.0 if _truthy(probe()) else 0.0)
         if RUNTIME.board.get(semconv.KILL_SWITCH_LAST_CHANGE.name, RUNTIME.labels.attributes(labels)) is None:
             RUNTIME.gauge(semconv.KILL_SWITCH_LAST_CHANGE, labels, time.time())
     return switch
-
-
-def _method_recorder(active: bool, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-    reader = ArgumentReader(method, _CHANGE_FIELDS)
-
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        result = wrapped(*args, **kwargs)
-        try:
-            fields = reader.read(instance is not None, args, kwargs)
-        except Exception:  # noqa: BLE001
-            fields = {}
-        record_kill_switch(active, name=name, reason=fields.get("reason"), actor=fields.get("actor"))
-        return result
-
-    return wrapper
 
 
 def _truthy(value: Any) -> bool:
@@ -347,7 +335,7 @@ class _RiskRule:
                     apply(check, result)
                 return result
 
-            return async_wrapper(fn)  # type: ignore[no-any-return]
+            return async_wrapper(fn)
 
         @wrapt.decorator
         def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -356,7 +344,7 @@ class _RiskRule:
                 apply(check, result)
             return result
 
-        return wrapper(fn)  # type: ignore[no-any-return]
+        return wrapper(fn)
 
 
 def risk_check(rule: str, **attributes: Any) -> _RiskRule:

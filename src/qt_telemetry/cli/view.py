@@ -41,7 +41,7 @@ def run_demo(args: argparse.Namespace) -> int:
                    console=mode == "local" and live is None,
                    metric_export_interval=None if mode == "local" else 5.0)
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
-    where = _where(info, args.grafana_url)
+    where = _where(info, args.grafana_url, console=live is None)
     print(f"qt-telemetry demo: {len(symbols)} symbols, seed {args.seed}, "
           f"{'until Ctrl-C' if args.duration <= 0 else f'{args.duration:g}s'}; {where}", flush=True)
     last_print = [0.0]
@@ -69,11 +69,12 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _where(info: qt.TelemetryInfo | None, grafana_url: str) -> str:
+def _where(info: qt.TelemetryInfo | None, grafana_url: str, console: bool) -> str:
     if info is None:
         return "telemetry disabled (OTEL_SDK_DISABLED)"
     if info.mode == "local":
-        return f"metrics at {info.metrics_url} (local mode: traces summarised on stderr; exemplars need the collector)"
+        traces = "traces summarised on stderr" if console else "traces need the collector"
+        return f"metrics at {info.metrics_url} (local mode: {traces}; exemplars need the collector)"
     return (f"exporting to {info.traces_endpoint}; Grafana {grafana_url}/d/qt-trading-overview "
             f"(exemplar diamonds open traces in Tempo)")
 
