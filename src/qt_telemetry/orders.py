@@ -141,6 +141,8 @@ class _OrderCall:
                 if clean is not None:
                     attrs[key] = clean
             attrs.update(fixed)  # the decorator's venue wins over a 'venue' argument
+            if semconv.VENUE in attrs:
+                attrs[semconv.PEER_SERVICE] = attrs[semconv.VENUE]
             flow = current_flow()
             if flow is not None:
                 attrs.setdefault(semconv.STRATEGY, flow.strategy)

@@ -66,6 +66,8 @@ SIGNAL_REFERENCE_PRICE: Final = "signal.reference_price"
 RISK_VALUE: Final = "risk.value"
 RISK_LIMIT: Final = "risk.limit"
 CODE_FUNCTION: Final = "code.function.name"
+#: The venue as the order span's peer: Tempo's service graph draws bot -> venue edges from it.
+PEER_SERVICE: Final = "peer.service"
 
 #: Keys allowed as metric attributes. Anything else is a span attribute only.
 METRIC_ATTRIBUTE_KEYS: Final = frozenset({

@@ -36,7 +36,9 @@ def _orders(receiver: OtlpHttpReceiver) -> list[tuple]:
 def test_demo_exports_the_whole_trading_story_over_otlp() -> None:
     receiver = OtlpHttpReceiver()
     try:
-        out = _demo("--mode", "otlp", "--duration", "25", "--rate", "20", "--seed", "42",
+        # 260 ticks as fast as orders allow: past kraken's outage (ticks 100-160) and the loss limit.
+        out = _demo("--mode", "otlp", "--duration", "0", "--ticks", "260", "--rate", "1000", "--seed", "42",
+                    "--loss-limit", "30",
                     env=_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint))
         assert "done: all telemetry flushed" in out.stdout
         spans = [span for _, span in receiver.spans()]
@@ -68,7 +70,7 @@ def test_the_same_seed_places_the_same_orders() -> None:
     for _ in range(2):
         receiver = OtlpHttpReceiver()
         try:
-            _demo("--mode", "otlp", "--duration", "4", "--rate", "20", "--seed", "11",
+            _demo("--mode", "otlp", "--duration", "0", "--ticks", "60", "--rate", "1000", "--seed", "11",
                   env=_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint))
             runs.append(_orders(receiver))
         finally:

@@ -81,6 +81,7 @@ def test_decorator_options_and_keyword_arguments(cap: Capture) -> None:
     place_limit(symbol="ETHUSDT", side="sell", quantity=2, price=3100.5)
     attrs = cap.span(semconv.SPAN_ORDER).attributes
     assert attrs[semconv.VENUE] == "binance"
+    assert attrs[semconv.PEER_SERVICE] == "binance"  # Tempo's service map draws bot -> venue from it
     assert attrs[semconv.ORDER_PRICE] == 3100.5
     assert attrs[semconv.ORDER_TYPE] == "limit"
 

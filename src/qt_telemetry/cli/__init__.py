@@ -17,6 +17,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run a simulated, fully instrumented trading bot")
     demo.add_argument("--duration", type=float, default=60.0, help="seconds to run; 0 = until Ctrl-C (default 60)")
     demo.add_argument("--rate", type=float, default=10.0, help="strategy ticks per second (default 10)")
+    demo.add_argument("--ticks", type=int, default=0,
+                      help="stop after this many strategy ticks (0 = no limit); with --seed, an exact replay")
     demo.add_argument("--seed", type=int, default=42, help="random seed: same seed, same run (default 42)")
     demo.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT", help="comma-separated symbols")
     demo.add_argument("--loss-limit", type=float, default=60.0,

@@ -44,17 +44,20 @@ VENUES = (
 
 
 class Breaker:
-    """A home-made circuit breaker (as many bots have), observed with qt.record_breaker_state."""
+    """A home-made circuit breaker (as many bots have), observed with qt.record_breaker_state.
 
-    def __init__(self, name: str, fail_max: int = 3, reset_after_s: float = 5.0) -> None:
-        self.name, self.fail_max, self.reset_after_s = name, fail_max, reset_after_s
+    It runs on the bot's tick clock rather than wall time, so a seed fully determines a demo run.
+    """
+
+    def __init__(self, name: str, clock: Any, fail_max: int = 3, reset_after_ticks: int = 50) -> None:
+        self.name, self.clock, self.fail_max, self.reset_after = name, clock, fail_max, reset_after_ticks
         self.failures = 0
         self.state = "closed"
-        self.opened_at = 0.0
+        self.opened_at = 0
         qt.record_breaker_state(name, "closed")
 
     def allow(self) -> bool:
-        if self.state == "open" and time.monotonic() - self.opened_at >= self.reset_after_s:
+        if self.state == "open" and self.clock() - self.opened_at >= self.reset_after:
             self._set("half_open")
         return self.state != "open"
 
@@ -66,7 +69,7 @@ class Breaker:
             return
         self.failures += 1
         if self.state == "half_open" or self.failures >= self.fail_max:
-            self.opened_at = time.monotonic()
+            self.opened_at = self.clock()
             self._set("open", reason=f"{self.failures} consecutive failures")
 
     def _set(self, state: str, reason: str | None = None) -> None:
@@ -127,7 +130,7 @@ class DemoBot:
         self.stats = Stats()
         self.kill_switch = KillSwitch()
         qt.record_kill_switch(False, name="main")
-        self.breakers = {v.name: Breaker(f"{v.name}-api", fail_max=2) for v in VENUES}
+        self.breakers = {v.name: Breaker(f"{v.name}-api", lambda: self.tick, fail_max=2) for v in VENUES}
         self.feed = qt.FeedMonitor("exchange-ws")
         self.feed_down_until: dict[str, int] = {}
         self.fills: queue.Queue[tuple[float, Any]] = queue.Queue()
@@ -313,14 +316,15 @@ class DemoBot:
 
 
 def run(*, duration: float, rate: float, seed: int, symbols: list[str], loss_limit: float,
-        on_tick: Any = None) -> dict[str, Any]:
-    """Run the bot for ``duration`` seconds (0 = until interrupted) at ``rate`` ticks per second."""
+        ticks: int = 0, on_tick: Any = None) -> dict[str, Any]:
+    """Run the bot for ``duration`` seconds (0 = no limit) and/or ``ticks`` strategy ticks (0 = no limit), at
+    ``rate`` ticks per second; with neither limit it runs until interrupted."""
     bot = DemoBot(seed=seed, symbols=symbols, loss_limit=loss_limit)
     interval = 1.0 / rate
     deadline = time.monotonic() + duration if duration > 0 else math.inf
     next_tick = time.monotonic()
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and (ticks <= 0 or bot.tick < ticks):
             bot.step()
             if on_tick is not None:
                 on_tick(bot.snapshot())

@@ -57,10 +57,10 @@ def run_demo(args: argparse.Namespace) -> int:
         if live is not None:
             with live:
                 final = demo.run(duration=args.duration, rate=args.rate, seed=args.seed, symbols=symbols,
-                                 loss_limit=args.loss_limit, on_tick=on_tick)
+                                 loss_limit=args.loss_limit, ticks=args.ticks, on_tick=on_tick)
         else:
             final = demo.run(duration=args.duration, rate=args.rate, seed=args.seed, symbols=symbols,
-                             loss_limit=args.loss_limit, on_tick=on_tick)
+                             loss_limit=args.loss_limit, ticks=args.ticks, on_tick=on_tick)
     finally:
         flushed = qt.shutdown()
     print(_line(final), flush=True)
