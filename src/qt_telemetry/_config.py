@@ -7,6 +7,7 @@ naming the setting, so a typo fails at startup rather than silently dropping tel
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -285,3 +286,14 @@ def _int(value: object, setting: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise ConfigurationError(f"{setting}={value!r}: expected a number from {low} to {high}")
     return number
+
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+
+
+def checked_name(value: str, what: str) -> str:
+    """Validate a rule/switch/feed name at configuration time (it becomes a metric label)."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigurationError(f"{what}={value!r}: use 1-64 characters, a letter first, then letters, digits, "
+                                 "'_', '.', ':' or '-'")
+    return value

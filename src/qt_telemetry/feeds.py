@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from qt_telemetry import semconv
-from qt_telemetry._config import ConfigurationError
+from qt_telemetry._config import ConfigurationError, checked_name
 from qt_telemetry._runtime import RUNTIME
 from qt_telemetry._safety import span_attributes, telemetry_error
-from qt_telemetry.risk import _checked_name, _event_on_trace
+from qt_telemetry._spans import event_on_trace
 
 
 @dataclass
@@ -31,7 +31,7 @@ class FeedMonitor:
     """Health of one market-data feed (e.g. ``FeedMonitor("binance-ws")``)."""
 
     def __init__(self, feed: str, *, max_symbols: int = 1000) -> None:
-        self.feed = _checked_name(feed, "feed")
+        self.feed = checked_name(feed, "feed")
         if max_symbols < 1:
             raise ConfigurationError(f"max_symbols={max_symbols!r}: expected a positive number")
         self.max_symbols = max_symbols
@@ -117,7 +117,7 @@ class FeedMonitor:
             labels = {semconv.FEED: self.feed, semconv.SYMBOL: key}
             RUNTIME.gauge(semconv.FEED_CONNECTED, labels, 1.0 if connected else 0.0)
             if was != connected:
-                _event_on_trace("qt.feed", "qt.feed.connected" if connected else "qt.feed.disconnected",
+                event_on_trace("qt.feed", "qt.feed.connected" if connected else "qt.feed.disconnected",
                                 span_attributes([(semconv.FEED, self.feed), (semconv.SYMBOL, key),
                                                  (semconv.REASON, reason)]))
         except Exception as exc:  # noqa: BLE001

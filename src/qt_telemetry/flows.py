@@ -22,6 +22,7 @@ from opentelemetry.trace import Span, SpanKind
 from qt_telemetry import semconv
 from qt_telemetry._runtime import RUNTIME
 from qt_telemetry._safety import attribute_value, finite, span_attributes, telemetry_error
+from qt_telemetry._spans import is_cancellation, record_error
 
 _CURRENT_FLOW: ContextVar[TradeFlow | None] = ContextVar("qt_telemetry_flow", default=None)
 
@@ -82,9 +83,7 @@ class _SpanScope:
                  tb: TracebackType | None) -> None:
         try:
             if exc is not None:
-                from qt_telemetry.orders import _is_cancellation, record_error
-
-                if _is_cancellation(exc):
+                if is_cancellation(exc):
                     self.outcome = semconv.OUTCOME_CANCELLED
                 else:
                     record_error(self.span, exc)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +23,8 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from qt_telemetry import semconv
 from qt_telemetry._callargs import ArgumentReader
 from qt_telemetry._runtime import RUNTIME, Instruments
-from qt_telemetry._safety import attribute_value, finite, redact, span_attributes, telemetry_error
+from qt_telemetry._safety import attribute_value, finite, span_attributes, telemetry_error
+from qt_telemetry._spans import is_cancellation, record_error
 from qt_telemetry.flows import current_flow
 
 P = ParamSpec("P")
@@ -171,7 +171,7 @@ class _OrderCall:
 
     def fail(self, exc: BaseException) -> None:
         try:
-            cancelled = _is_cancellation(exc)
+            cancelled = is_cancellation(exc)
             if self.span is not None:
                 if cancelled:
                     self.span.set_attribute(semconv.OUTCOME, semconv.OUTCOME_CANCELLED)
@@ -202,21 +202,6 @@ class _OrderCall:
             if self.token is not None:
                 otel_context.detach(self.token)  # type: ignore[arg-type]
             span.end()
-
-
-def record_error(span: trace.Span, exc: BaseException) -> None:
-    """ERROR status plus an exception event, with secret-looking ``key=value`` pairs redacted."""
-    message = redact(str(exc))
-    stack = redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-    span.record_exception(exc, attributes={"exception.message": message, "exception.stacktrace": stack},
-                          escaped=True)
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__qualname__}: {message}"[:512]))
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    import asyncio
-
-    return isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
 
 
 def _result_order_id(result: Any) -> Any:
@@ -379,5 +364,5 @@ def _slippage_bps(side: Any, fill_price: float, reference: float) -> float | Non
 
 __all__ = [
     "ORDER_STORE", "OrderStore", "order_acknowledged", "order_cancelled", "order_filled", "order_rejected",
-    "record_error", "traced_order",
+    "traced_order",
 ]

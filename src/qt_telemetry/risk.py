@@ -7,7 +7,6 @@ and carry a last-change timestamp, so an alert can tell "inactive" from "nobody 
 from __future__ import annotations
 
 import inspect
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,34 +18,16 @@ from opentelemetry import trace
 
 from qt_telemetry import semconv
 from qt_telemetry._callargs import ArgumentReader
-from qt_telemetry._config import ConfigurationError
+from qt_telemetry._config import ConfigurationError, checked_name
 from qt_telemetry._runtime import RUNTIME, GaugeValue
 from qt_telemetry._safety import finite, span_attributes, telemetry_error
+from qt_telemetry._spans import event_on_trace, record_error
 from qt_telemetry.flows import current_flow
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 _CHANGE_FIELDS = {"reason": ("reason", "why", "cause"), "actor": ("actor", "user", "by", "source", "operator")}
-
-
-def _checked_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise ConfigurationError(f"{what}={value!r}: use 1-64 characters, a letter first, then letters, digits, "
-                                 "'_', '.', ':' or '-'")
-    return value
-
-
-def _event_on_trace(span_name: str, event: str, attributes: dict[str, Any]) -> None:
-    """Add ``event`` to the current span; with no trace active, a short span of its own carries it."""
-    current = trace.get_current_span()
-    if current.is_recording():
-        current.add_event(event, attributes)
-        return
-    span = RUNTIME.instruments().tracer.start_span(span_name, attributes=attributes)
-    span.add_event(event, attributes)
-    span.end()
 
 
 # --- kill switch ---------------------------------------------------------------------------------------
@@ -65,19 +46,19 @@ def record_kill_switch(active: bool, *, name: str = "main", reason: str | None =
             RUNTIME.count(semconv.KILL_SWITCH_ACTIVATIONS, {**labels, semconv.REASON: _short(reason)})
         attrs = span_attributes([(semconv.KILL_SWITCH, name), ("kill_switch.active", bool(active)),
                                  (semconv.REASON, reason), (semconv.ACTOR, actor)])
-        _event_on_trace("qt.kill_switch", semconv.EVENT_KILL_SWITCH, attrs)
+        event_on_trace("qt.kill_switch", semconv.EVENT_KILL_SWITCH, attrs)
     except Exception as exc:  # noqa: BLE001
         telemetry_error("kill_switch_failed", repr(exc))
 
 
 def kill_switch_activation(*, name: str = "main") -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate your kill switch's *activate* method; ``reason``/``actor`` are read from its arguments."""
-    return _kill_switch_decorator(True, _checked_name(name, "name"))
+    return _kill_switch_decorator(True, checked_name(name, "name"))
 
 
 def kill_switch_deactivation(*, name: str = "main") -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate your kill switch's *deactivate* method."""
-    return _kill_switch_decorator(False, _checked_name(name, "name"))
+    return _kill_switch_decorator(False, checked_name(name, "name"))
 
 
 def _kill_switch_decorator(active: bool, name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -110,7 +91,7 @@ def observe_kill_switch(switch: Any, *, name: str = "main", activate: str = "act
     Its ``activate``/``deactivate`` methods are wrapped; ``is_active`` (an attribute name or a callable) lets
     the gauge report the object's own state at each export instead of our record of the last call.
     """
-    _checked_name(name, "name")
+    checked_name(name, "name")
     for method, active in ((activate, True), (deactivate, False)):
         if not callable(getattr(switch, method, None)):
             raise ConfigurationError(f"{method}: {type(switch).__name__} has no such method to observe")
@@ -175,7 +156,7 @@ def record_breaker_state(breaker: str, state: Any, *, reason: str | None = None)
         if previous is not None:
             attrs = span_attributes([(semconv.BREAKER, name), (semconv.BREAKER_OLD_STATE, previous),
                                      (semconv.BREAKER_NEW_STATE, normalized), (semconv.REASON, reason)])
-            _event_on_trace("qt.circuit_breaker", semconv.EVENT_BREAKER, attrs)
+            event_on_trace("qt.circuit_breaker", semconv.EVENT_BREAKER, attrs)
     except Exception as exc:  # noqa: BLE001
         telemetry_error("breaker_failed", repr(exc))
 
@@ -208,7 +189,7 @@ def observe_pybreaker(breaker: Any, *, name: str | None = None) -> Any:
     label = name or getattr(breaker, "name", None)
     if not label:
         raise ConfigurationError("name: this breaker has no name; pass name='...'")
-    _checked_name(str(label), "name")
+    checked_name(str(label), "name")
     breaker.add_listener(PyBreakerListener(str(label)))
     record_breaker_state(str(label), getattr(breaker, "current_state", "closed"))
     return breaker
@@ -260,8 +241,6 @@ class RiskCheck:
                  tb: TracebackType | None) -> None:
         try:
             if exc is not None:
-                from qt_telemetry.orders import record_error
-
                 self.outcome = semconv.OUTCOME_ERROR
                 record_error(self._span, exc)
             span = self._span
@@ -350,7 +329,7 @@ class _RiskRule:
 def risk_check(rule: str, **attributes: Any) -> _RiskRule:
     """One risk rule (``max_position``, ``daily_loss``, ...): ``with risk_check("daily_loss") as check:`` or
     ``@risk_check("max_position")``. The rule name is validated here, at configuration time."""
-    return _RiskRule(_checked_name(rule, "rule"), attributes)
+    return _RiskRule(checked_name(rule, "rule"), attributes)
 
 
 # --- risk gauges ---------------------------------------------------------------------------------------
