@@ -201,17 +201,18 @@ def _signal(signal: str, protocol: str | None, base: object, base_src: str, env:
     if proto not in _PROTOCOLS:
         raise ConfigurationError(f"{src}={raw_protocol!r}: expected 'grpc' or 'http/protobuf'")
 
+    grpc = proto == "grpc"
     if base is not None:  # our own base endpoint: we compute the per-signal URL ourselves
-        url = _url(str(base), _name(base_src, "endpoint"))
+        url = _url(str(base), _name(base_src, "endpoint"), grpc)
         endpoint = url if proto == "grpc" else url.rstrip("/") + _SIGNAL_PATHS[signal]
         return SignalExport(proto, endpoint, endpoint)  # type: ignore[arg-type]
 
     specific = env.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", "").strip()
     general = env.get(OTEL_EXPORTER_OTLP_ENDPOINT, "").strip()
     if specific:
-        effective = _url(specific, f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT")
+        effective = _url(specific, f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", grpc)
     elif general:
-        url = _url(general, OTEL_EXPORTER_OTLP_ENDPOINT)
+        url = _url(general, OTEL_EXPORTER_OTLP_ENDPOINT, grpc)
         effective = url if proto == "grpc" else url.rstrip("/") + _SIGNAL_PATHS[signal]
     else:
         default = DEFAULT_GRPC_ENDPOINT if proto == "grpc" else DEFAULT_HTTP_ENDPOINT
@@ -238,7 +239,14 @@ def _apply_exporter_selection(traces: SignalExport, metrics: SignalExport,
     return out[0], out[1]
 
 
-def _url(value: str, setting: str) -> str:
+def _url(value: str, setting: str, grpc: bool = False) -> str:
+    if grpc and "://" not in value:  # the gRPC exporter also takes a bare host:port (insecure per its settings)
+        try:
+            port = int(value.rsplit(":", 1)[1]) if ":" in value else -1
+        except ValueError:
+            port = -1
+        if value.rsplit(":", 1)[0] and 0 < port < 65536:
+            return value
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(

@@ -96,6 +96,15 @@ def test_bad_values_raise_a_configuration_error_naming_the_setting(environ: dict
         resolve(environ=environ)
 
 
+def test_grpc_accepts_a_bare_host_and_port_but_http_needs_a_url() -> None:
+    s = resolve(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    assert s.traces.effective_endpoint == "collector:4317"
+    with pytest.raises(ConfigurationError, match="OTEL_EXPORTER_OTLP_ENDPOINT='collector:4318'"):
+        resolve(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"})
+    with pytest.raises(ConfigurationError):
+        resolve(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:notaport", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+
+
 def test_bad_argument_is_named_as_the_argument() -> None:
     with pytest.raises(ConfigurationError, match="endpoint='collector:4317'"):
         resolve(endpoint="collector:4317", environ={})
