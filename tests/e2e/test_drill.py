@@ -11,11 +11,14 @@ from tests.support.servers import REPO
 
 
 def test_prometheus_has_the_trading_series_with_expected_labels(stack: Stack, workload: dict[str, Any]) -> None:
-    orders = wait_until(lambda: stack.prom_query('sum by (venue, outcome) (qt_orders_total{service_name="e2e-bot"})'),
-                        60, "qt_orders_total from e2e-bot")
-    by = {(r["metric"]["venue"], r["metric"]["outcome"]): float(r["value"][1]) for r in orders}
     placed = [t for t in workload["trades"] if not t["rejected"]]
-    assert sum(by.values()) == len(placed)
+
+    def orders_by_venue_outcome() -> dict[tuple[str, str], float] | None:
+        rows = stack.prom_query('sum by (venue, outcome) (qt_orders_total{service_name="e2e-bot"})')
+        by = {(r["metric"]["venue"], r["metric"]["outcome"]): float(r["value"][1]) for r in rows}
+        return by if sum(by.values()) == len(placed) else None  # the bot's last export has landed
+
+    by = wait_until(orders_by_venue_outcome, 60, f"{len(placed)} orders from e2e-bot in Prometheus")
     assert by[("binance", "error")] == sum(1 for t in placed if not t["order_ok"])
     assert ("kraken", "ok") in by
     series = stack.prom_query('qt_order_latency_seconds_count{service_name="e2e-bot", venue="kraken"}')
@@ -34,9 +37,13 @@ def test_prometheus_has_the_trading_series_with_expected_labels(stack: Stack, wo
 
 
 def test_otlp_grpc_bots_arrive_too(stack: Stack, workload: dict[str, Any]) -> None:
-    result = wait_until(lambda: stack.prom_query('sum(qt_trades_total{service_name="e2e-grpc-bot"})'), 60,
-                        "qt_trades_total from the gRPC bot")
-    assert float(result[0]["value"][1]) == len(workload["grpc_trades"])
+    expected = len(workload["grpc_trades"])
+
+    def trades() -> float:
+        rows = stack.prom_query('sum(qt_trades_total{service_name="e2e-grpc-bot"})')
+        return float(rows[0]["value"][1]) if rows else 0.0
+
+    wait_until(lambda: trades() == expected, 60, f"{expected} trades from the gRPC bot")
     trace_id = workload["grpc_trades"][0]["trace_id"]
     assert wait_until(lambda: stack.trace(trace_id), 60, f"gRPC trace {trace_id} in Tempo")
 
