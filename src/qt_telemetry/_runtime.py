@@ -18,6 +18,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, NoOpMeterProvider, Observation
+from opentelemetry.metrics import _internal as _metrics_internal
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 
 from qt_telemetry import semconv
@@ -173,6 +174,10 @@ class Runtime:
         self.board.set(spec.name, self.labels.attributes(attributes), value)
         self.instruments()  # make sure the observable instruments exist for the current provider
 
+    def gauge_value(self, spec: semconv.MetricSpec, attributes: Mapping[str, Any]) -> GaugeValue | None:
+        """The value (or callback) a gauge currently reports for these attributes, if any."""
+        return self.board.get(spec.name, self.labels.attributes(attributes))
+
     def reset(self) -> None:
         """Forget every label and gauge value and drop cached instruments (tests only)."""
         with self._lock:
@@ -194,9 +199,7 @@ def _current_tracer_provider() -> object:
 
 
 def _current_meter_provider() -> object:
-    from opentelemetry.metrics import _internal
-
-    provider = getattr(_internal, "_METER_PROVIDER", _MISSING)
+    provider = getattr(_metrics_internal, "_METER_PROVIDER", _MISSING)
     if provider is _MISSING:
         return metrics.get_meter_provider()
     return provider if provider is not None else metrics.get_meter_provider()

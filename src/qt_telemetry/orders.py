@@ -79,9 +79,10 @@ def traced_order(
             @wrapt.decorator
             async def async_wrapper(wrapped: Callable[..., Awaitable[Any]], instance: Any,
                                     args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                if not RUNTIME.instruments().enabled:
+                inst = RUNTIME.instruments()
+                if not inst.enabled:
                     return await wrapped(*args, **kwargs)
-                call = _OrderCall.start(reader, fixed, instance, args, kwargs)
+                call = _OrderCall.start(inst, reader, fixed, instance, args, kwargs)
                 try:
                     result = await wrapped(*args, **kwargs)
                 except BaseException as exc:
@@ -95,9 +96,10 @@ def traced_order(
         @wrapt.decorator
         def sync_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
                          kwargs: dict[str, Any]) -> Any:
-            if not RUNTIME.instruments().enabled:  # before init(): the no-op path costs one lookup
+            inst = RUNTIME.instruments()
+            if not inst.enabled:  # before init(): the no-op path costs one lookup
                 return wrapped(*args, **kwargs)
-            call = _OrderCall.start(reader, fixed, instance, args, kwargs)
+            call = _OrderCall.start(inst, reader, fixed, instance, args, kwargs)
             try:
                 result = wrapped(*args, **kwargs)
             except BaseException as exc:
@@ -116,22 +118,24 @@ def traced_order(
 class _OrderCall:
     """The telemetry side of one placement call. Every method absorbs its own failures."""
 
-    __slots__ = ("span", "token", "started", "labels", "client_id", "attrs", "inst")
+    __slots__ = ("span", "token", "started", "labels", "client_id", "attrs", "inst", "reference_price")
     span: trace.Span | None
     token: object
     started: float
     labels: dict[str, Any]
     client_id: Any
     attrs: dict[str, Any]
-    inst: Instruments | None
+    inst: Instruments
+    reference_price: float | None
 
     @classmethod
-    def start(cls, reader: ArgumentReader, fixed: Mapping[str, Any], instance: Any, args: tuple[Any, ...],
-              kwargs: Mapping[str, Any]) -> _OrderCall:
+    def start(cls, inst: Instruments, reader: ArgumentReader, fixed: Mapping[str, Any], instance: Any,
+              args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _OrderCall:
         self = cls.__new__(cls)
         self.span = None
         self.token = None
-        self.inst = None
+        self.inst = inst
+        self.reference_price = None
         self.started = time.perf_counter()
         try:
             raw = reader.read(instance is not None, args, kwargs)
@@ -147,11 +151,11 @@ class _OrderCall:
             if flow is not None:
                 attrs.setdefault(semconv.STRATEGY, flow.strategy)
                 attrs.setdefault(semconv.SYMBOL, flow.symbol)
+                self.reference_price = flow.reference_price
             self.attrs = attrs
             self.labels = {k: attrs.get(k) for k in _METRIC_FIELDS}
             self.client_id = attrs.get(semconv.ORDER_CLIENT_ID)
-            self.inst = RUNTIME.instruments()
-            self.span = self.inst.tracer.start_span(semconv.SPAN_ORDER, kind=SpanKind.CLIENT, attributes=attrs)
+            self.span = inst.tracer.start_span(semconv.SPAN_ORDER, kind=SpanKind.CLIENT, attributes=attrs)
             self.token = otel_context.attach(trace.set_span_in_context(self.span))
         except Exception as exc:  # noqa: BLE001
             telemetry_error("order_span_failed", repr(exc))
@@ -193,12 +197,11 @@ class _OrderCall:
         if span is not None:
             span.set_attribute(semconv.OUTCOME, outcome)
         # Inside the span: the exemplar of this measurement carries the span's trace and span id.
-        if self.inst is not None:
-            self.inst.record(semconv.ORDER_LATENCY, elapsed, labels)
-            self.inst.add(semconv.ORDERS, 1, labels)
+        self.inst.record(semconv.ORDER_LATENCY, elapsed, labels)
+        self.inst.add(semconv.ORDERS, 1, labels)
         if span is not None:
             if outcome == semconv.OUTCOME_OK and self.client_id is not None:
-                ORDER_STORE.remember(str(self.client_id), span.get_span_context(), self.attrs)
+                ORDER_STORE.remember(str(self.client_id), span.get_span_context(), self.attrs, self.reference_price)
             if self.token is not None:
                 otel_context.detach(self.token)  # type: ignore[arg-type]
             span.end()
@@ -238,9 +241,9 @@ class OrderStore:
         self._orders: OrderedDict[str, _OrderRecord] = OrderedDict()
         self._lock = threading.Lock()
 
-    def remember(self, client_order_id: str, context: SpanContext, attrs: Mapping[str, Any]) -> None:
-        flow = current_flow()
-        record = _OrderRecord(context, dict(attrs), reference_price=flow.reference_price if flow else None)
+    def remember(self, client_order_id: str, context: SpanContext, attrs: Mapping[str, Any],
+                 reference_price: float | None = None) -> None:
+        record = _OrderRecord(context, dict(attrs), reference_price=reference_price)
         with self._lock:
             self._orders[client_order_id] = record
             self._orders.move_to_end(client_order_id)

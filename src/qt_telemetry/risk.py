@@ -38,8 +38,8 @@ def record_kill_switch(active: bool, *, name: str = "main", reason: str | None =
     try:
         name = str(name)
         labels = {semconv.KILL_SWITCH: name}
-        current = RUNTIME.board.get(semconv.KILL_SWITCH_ACTIVE.name, RUNTIME.labels.attributes(labels))
-        if not callable(current):  # an observed object's own state (observe_kill_switch) stays the source
+        # An observed object's own state (observe_kill_switch) stays the source of the gauge.
+        if not callable(RUNTIME.gauge_value(semconv.KILL_SWITCH_ACTIVE, labels)):
             RUNTIME.gauge(semconv.KILL_SWITCH_ACTIVE, labels, 1.0 if active else 0.0)
         RUNTIME.gauge(semconv.KILL_SWITCH_LAST_CHANGE, labels, time.time())
         if active:
@@ -101,7 +101,7 @@ def observe_kill_switch(switch: Any, *, name: str = "main", activate: str = "act
         probe: Callable[[], Any] = (is_active if callable(is_active)
                                     else (lambda: getattr(switch, is_active)))
         RUNTIME.gauge(semconv.KILL_SWITCH_ACTIVE, labels, lambda: 1.0 if _truthy(probe()) else 0.0)
-        if RUNTIME.board.get(semconv.KILL_SWITCH_LAST_CHANGE.name, RUNTIME.labels.attributes(labels)) is None:
+        if RUNTIME.gauge_value(semconv.KILL_SWITCH_LAST_CHANGE, labels) is None:
             RUNTIME.gauge(semconv.KILL_SWITCH_LAST_CHANGE, labels, time.time())
     return switch
 
