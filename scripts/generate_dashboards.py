@@ -89,15 +89,15 @@ class Board:
             "time": {"from": "now-1h", "to": "now"},
             "timezone": "utc",
             "templating": {"list": [_variable("service", "Bot", sc.HEARTBEAT, "service_name")] + [
-                _variable(v, v.title(), sc.ORDERS, v) for v in self.variables]},
+                _variable(v, v.title(), sc.ORDER_LATENCY, v, "_count") for v in self.variables]},
             "annotations": {"list": []},
             "links": [{"title": "Trading dashboards", "type": "dashboards", "tags": ["qt-telemetry"]}],
             "panels": self.panels,
         }
 
 
-def _variable(name: str, label: str, spec: sc.MetricSpec, label_name: str) -> dict[str, Any]:
-    query = f"label_values({p(spec)}, {label_name})"
+def _variable(name: str, label: str, spec: sc.MetricSpec, label_name: str, suffix: str = "") -> dict[str, Any]:
+    query = f"label_values({p(spec, suffix)}, {label_name})"
     return {"name": name, "label": label, "type": "query", "datasource": PROM,
             "query": {"query": query, "refId": name}, "definition": query,
             "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2,
@@ -142,7 +142,7 @@ def trading_overview() -> Board:
           [(f"min by (feed, symbol) ({p(sc.FEED_CONNECTED)}{{{SEL}}})", "{{feed}} {{symbol}}")],
           w=8, mappings=CONNECTED, thresholds=[(None, "red"), (1, "green")])
     b.add("stat", "Orders in 24h",
-          [(f"sum(increase({p(sc.ORDERS)}{{{SEL}}}[24h]))", "orders")], w=4)
+          [(f"sum(increase({p(sc.ORDER_LATENCY, '_count')}{{{SEL}}}[24h]))", "orders")], w=4)
     b.add("timeseries", "Feed message gap p95 / staleness",
           [(quantile(0.95, sc.FEED_GAP, "feed, symbol"), "gap p95 {{feed}} {{symbol}}"),
            (f"max by (feed, symbol) ({p(sc.FEED_STALENESS)}{{{SEL}}})", "stale {{feed}} {{symbol}}")],
@@ -163,7 +163,7 @@ def order_execution() -> Board:
     b.add("timeseries", "Order latency p95 by venue",
           [(quantile(0.95, sc.ORDER_LATENCY, "venue", venue), "{{venue}}")], unit="s", exemplars=True)
     b.add("timeseries", "Orders by outcome",
-          [(f"sum by (venue, outcome) (rate({p(sc.ORDERS)}{{{SEL}, {venue}}}[{RATE}]))", "{{venue}} {{outcome}}")],
+          [(f"sum by (venue, outcome) (rate({p(sc.ORDER_LATENCY, '_count')}{{{SEL}, {venue}}}[{RATE}]))", "{{venue}} {{outcome}}")],
           unit="ops")
     b.add("timeseries", "Slippage p50 / p95 (bp)",
           [(quantile(0.5, sc.SLIPPAGE, "venue", venue), "p50 {{venue}}"),
@@ -175,7 +175,7 @@ def order_execution() -> Board:
           [(f"sum by (venue, reason) (increase({p(sc.ORDER_EVENTS)}{{{SEL}, order_event=\"reject\"}}[1h]))",
             "{{venue}} {{reason}}")], instant=True)
     b.add("bargauge", "Placement errors by type (1h)",
-          [(f"sum by (venue, error_type) (increase({p(sc.ORDERS)}{{{SEL}, outcome=\"error\"}}[1h]))",
+          [(f"sum by (venue, error_type) (increase({p(sc.ORDER_LATENCY, '_count')}{{{SEL}, outcome=\"error\"}}[1h]))",
             "{{venue}} {{error_type}}")], instant=True)
     b.add("timeseries", "Risk-check rejections by rule",
           [(f"sum by (risk_rule, reason) (rate({p(sc.RISK_CHECKS)}{{{SEL}, outcome=\"rejected\"}}[{RATE}]))",

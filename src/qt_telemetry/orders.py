@@ -198,7 +198,6 @@ class _OrderCall:
             span.set_attribute(semconv.OUTCOME, outcome)
         # Inside the span: the exemplar of this measurement carries the span's trace and span id.
         self.inst.record(semconv.ORDER_LATENCY, elapsed, labels)
-        self.inst.add(semconv.ORDERS, 1, labels)
         if span is not None:
             if outcome == semconv.OUTCOME_OK and self.client_id is not None:
                 ORDER_STORE.remember(str(self.client_id), span.get_span_context(), self.attrs, self.reference_price)

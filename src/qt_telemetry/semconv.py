@@ -128,10 +128,9 @@ class MetricSpec:
 _ORDER_ATTRS = (VENUE, SYMBOL, SIDE, ORDER_TYPE, OUTCOME, ERROR_TYPE)
 
 ORDER_LATENCY: Final = MetricSpec(
-    "qt.order.latency", "histogram", "s", "Order placement latency, measured inside the order span.",
+    "qt.order.latency", "histogram", "s",
+    "Order placement latency, measured inside the order span; its count is the number of orders by outcome.",
     _ORDER_ATTRS, LATENCY_BUCKETS_S)
-ORDERS: Final = MetricSpec(
-    "qt.orders", "counter", "{order}", "Orders placed, by outcome.", _ORDER_ATTRS)
 ORDER_EVENTS: Final = MetricSpec(
     "qt.order.events", "counter", "{event}",
     "Order lifecycle events after placement (ack, partial_fill, fill, cancel, reject).",
@@ -210,7 +209,7 @@ HEARTBEAT: Final = MetricSpec(
 METRICS: Final = {
     m.name: m
     for m in (
-        ORDER_LATENCY, ORDERS, ORDER_EVENTS, FILL_LATENCY, SLIPPAGE, TRADE_DURATION, STAGE_DURATION, TRADES,
+        ORDER_LATENCY, ORDER_EVENTS, FILL_LATENCY, SLIPPAGE, TRADE_DURATION, STAGE_DURATION, TRADES,
         KILL_SWITCH_ACTIVE, KILL_SWITCH_LAST_CHANGE, KILL_SWITCH_ACTIVATIONS, BREAKER_STATE, BREAKER_TRIPS,
         BREAKER_RESETS, RISK_CHECKS, RISK_CHECK_LATENCY, DAILY_PNL_USED, OPEN_POSITIONS, MAX_POSITIONS,
         GROSS_EXPOSURE, FEED_CONNECTED, FEED_GAP, FEED_STALENESS, FEED_MESSAGES, FEED_RECONNECTS,

@@ -14,7 +14,7 @@ def test_prometheus_has_the_trading_series_with_expected_labels(stack: Stack, wo
     placed = [t for t in workload["trades"] if not t["rejected"]]
 
     def orders_by_venue_outcome() -> dict[tuple[str, str], float] | None:
-        rows = stack.prom_query('sum by (venue, outcome) (qt_orders_total{service_name="e2e-bot"})')
+        rows = stack.prom_query('sum by (venue, outcome) (qt_order_latency_seconds_count{service_name="e2e-bot"})')
         by = {(r["metric"]["venue"], r["metric"]["outcome"]): float(r["value"][1]) for r in rows}
         return by if sum(by.values()) == len(placed) else None  # the bot's last export has landed
 
@@ -92,7 +92,7 @@ def test_failed_orders_are_error_spans_with_redacted_exception_in_tempo(stack: S
 
 
 def by_outcome_error(stack: Stack) -> bool:
-    rows = stack.prom_query('qt_orders_total{service_name="e2e-bot", outcome="error"}')
+    rows = stack.prom_query('qt_order_latency_seconds_count{service_name="e2e-bot", outcome="error"}')
     return bool(rows) and rows[0]["metric"]["error_type"] == "ExchangeTimeout"
 
 
@@ -102,7 +102,7 @@ def _instantiate(expr: str) -> str:
 
 def test_every_dashboard_query_runs_and_trading_panels_have_data(stack: Stack, live_bot: str) -> None:
     # Rate-based panels need a bot that is trading now: the live bot runs for the whole session.
-    wait_until(lambda: stack.prom_query(f'rate(qt_orders_total{{service_name="{live_bot}"}}[1m]) > 0'), 60,
+    wait_until(lambda: stack.prom_query(f'rate(qt_order_latency_seconds_count{{service_name="{live_bot}"}}[1m]) > 0'), 60,
                "live order rate")
     empty: list[str] = []
     for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):

@@ -59,7 +59,7 @@ def test_demo_exports_the_whole_trading_story_over_otlp() -> None:
         assert all("slippage.bps" in f for f in fills if f["order.event"] in ("fill", "partial_fill"))
         assert "demo-key-never-exported" not in str(spans)
         metrics = {m.name for _, m in receiver.metrics()}
-        assert {"qt.order.latency", "qt.orders", "qt.kill_switch.active", "qt.circuit_breaker.state",
+        assert {"qt.order.latency", "qt.kill_switch.active", "qt.circuit_breaker.state",
                 "qt.feed.connected", "qt.risk.daily_pnl.used", "qt.order.slippage"} <= metrics
     finally:
         receiver.close()
@@ -88,10 +88,10 @@ def test_local_mode_serves_metrics_while_running_and_ctrl_c_flushes_and_exits() 
         assert url, banner
         deadline = time.monotonic() + 30
         body = ""
-        while "qt_orders_total{" not in body and time.monotonic() < deadline:
+        while "qt_order_latency_seconds_count{" not in body and time.monotonic() < deadline:
             time.sleep(0.5)
             body = urllib.request.urlopen(url.group(1), timeout=5).read().decode()
-        assert "qt_orders_total{" in body and "qt_kill_switch_active" in body
+        assert "qt_order_latency_seconds_count{" in body and "qt_kill_switch_active" in body
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=15)

@@ -40,7 +40,7 @@ def test_metrics_route_serves_prometheus_text_in_local_mode() -> None:
     client = _app().test_client()
     client.post("/orders/ETHUSDT")
     body = client.get("/metrics").get_data(as_text=True)
-    assert 'qt_orders_total{' in body and 'symbol="ETHUSDT"' in body
+    assert 'qt_order_latency_seconds_count{' in body and 'symbol="ETHUSDT"' in body
     assert "qt_order_latency_seconds_bucket" in body
 
 

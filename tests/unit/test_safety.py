@@ -20,9 +20,9 @@ def test_unbounded_label_values_collapse_into_other_and_are_counted(cap: Capture
     RUNTIME.labels.max_values = 3
     for i in range(10):
         place(f"SYM{i}", "buy", 1)
-    symbols = sorted(p.attributes[semconv.SYMBOL] for p in cap.points(semconv.ORDERS.name))
+    symbols = sorted(p.attributes[semconv.SYMBOL] for p in cap.points(semconv.ORDER_LATENCY.name))
     assert symbols == ["SYM0", "SYM1", "SYM2", semconv.OVERFLOW_VALUE]
-    assert cap.point(semconv.ORDERS.name, symbol=semconv.OVERFLOW_VALUE).value == 7
+    assert cap.point(semconv.ORDER_LATENCY.name, symbol=semconv.OVERFLOW_VALUE).count == 7
     assert cap.point(semconv.TELEMETRY_ERRORS.name, kind="label_overflow").value == 7
     # spans keep the real value: only metric labels are bounded
     assert {s.attributes[semconv.SYMBOL] for s in cap.spans()} == {f"SYM{i}" for i in range(10)}

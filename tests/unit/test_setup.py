@@ -64,7 +64,7 @@ def test_init_installs_providers_and_a_second_call_warns_and_keeps_the_first() -
     place("BTCUSDT", "buy", 1)
     names = {m.name for rm in reader.get_metrics_data().resource_metrics
              for sm in rm.scope_metrics for m in sm.metrics}
-    assert semconv.ORDERS.name in names
+    assert semconv.ORDER_LATENCY.name in names
     resource = trace.get_tracer_provider().resource
     assert resource.attributes["service.name"] == "first"
     assert resource.attributes["service.instance.id"]  # two bots never merge into one series
@@ -128,7 +128,7 @@ def test_local_mode_serves_prometheus_metrics_on_loopback_with_order_buckets() -
     buckets = [line for line in body.splitlines() if line.startswith("qt_order_latency_seconds_bucket")]
     bounds = [line.split('le="')[1].split('"')[0] for line in buckets]
     assert bounds == [str(b) for b in semconv.LATENCY_BUCKETS_S] + ["+Inf"]
-    assert 'qt_orders_total{' in body and 'venue="binance"' in body
+    assert 'qt_order_latency_seconds_count{' in body and 'venue="binance"' in body
     qt.shutdown()
     with pytest.raises(OSError):
         urllib.request.urlopen(info.metrics_url, timeout=2)  # the server is gone after shutdown
@@ -162,6 +162,6 @@ def test_instruments_follow_the_provider_installed_after_import() -> None:
     qt.init(mode="none", metric_readers=[reader])
     place("BTCUSDT", "buy", 1)
     points = [p for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
-              for m in sm.metrics if m.name == semconv.ORDERS.name for p in m.data.data_points]
-    assert [p.value for p in points] == [1]
+              for m in sm.metrics if m.name == semconv.ORDER_LATENCY.name for p in m.data.data_points]
+    assert [p.count for p in points] == [1]
     assert metrics.get_meter_provider() is not None

@@ -146,7 +146,7 @@ def test_trading_overview_covers_the_eight_desk_panels_and_latency_shows_exempla
     text = json.dumps(board)
     for series in ("qt_risk_daily_pnl_used_ratio", "qt_risk_positions_open", "qt_kill_switch_active",
                    "qt_circuit_breaker_state", "qt_order_latency_seconds_bucket", "qt_feed_connected",
-                   "qt_orders_total", "qt_feed_message_gap_seconds_bucket"):
+                   "qt_order_latency_seconds_count", "qt_feed_message_gap_seconds_bucket"):
         assert series in text, series
     latency = next(p for p in board["panels"] if p["title"].startswith("Order latency"))
     assert all(t["exemplar"] for t in latency["targets"])

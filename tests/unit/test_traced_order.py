@@ -130,11 +130,11 @@ def test_orders_are_counted_by_outcome_without_high_cardinality_labels(cap: Capt
     with pytest.raises(ExchangeError):
         place_failing("BTCUSDT", "sell", 1)
 
-    assert cap.point(semconv.ORDERS.name, outcome="ok").value == 2
-    failed = cap.point(semconv.ORDERS.name, outcome="error")
-    assert failed.value == 1
+    assert cap.point(semconv.ORDER_LATENCY.name, outcome="ok").count == 2
+    failed = cap.point(semconv.ORDER_LATENCY.name, outcome="error")
+    assert failed.count == 1
     assert failed.attributes[semconv.ERROR_TYPE] == "ExchangeError"
-    for point in cap.points(semconv.ORDERS.name):
+    for point in cap.points(semconv.ORDER_LATENCY.name):
         assert set(point.attributes) <= semconv.METRIC_ATTRIBUTE_KEYS
         assert semconv.ORDER_CLIENT_ID not in point.attributes
 
@@ -162,7 +162,7 @@ def test_async_orders_are_traced_and_awaited(cap: Capture) -> None:
     span = cap.span(semconv.SPAN_ORDER)
     assert span.attributes[semconv.ORDER_ID] == "A1"
     assert span.attributes[semconv.VENUE] == "binance"
-    assert cap.point(semconv.ORDERS.name).value == 1
+    assert cap.point(semconv.ORDER_LATENCY.name).count == 1
 
 
 def test_cancelled_async_order_is_counted_as_cancelled_and_reraised(cap: Capture) -> None:
@@ -179,7 +179,7 @@ def test_cancelled_async_order_is_counted_as_cancelled_and_reraised(cap: Capture
 
     asyncio.run(main())
     assert cap.span(semconv.SPAN_ORDER).attributes[semconv.OUTCOME] == "cancelled"
-    assert cap.point(semconv.ORDERS.name).attributes[semconv.OUTCOME] == "cancelled"
+    assert cap.point(semconv.ORDER_LATENCY.name).attributes[semconv.OUTCOME] == "cancelled"
 
 
 def test_order_object_argument_fields_are_read(cap: Capture) -> None:
@@ -209,4 +209,4 @@ def test_bad_argument_values_never_raise(cap: Capture) -> None:
     assert place_market(None, Weird(), float("nan"), order_type=object()) == {"orderId": 9001}
     span = cap.span(semconv.SPAN_ORDER)
     assert semconv.SYMBOL not in span.attributes  # None dropped
-    assert cap.point(semconv.ORDERS.name).attributes[semconv.SYMBOL] == "unknown"
+    assert cap.point(semconv.ORDER_LATENCY.name).attributes[semconv.SYMBOL] == "unknown"

@@ -24,7 +24,7 @@ from typing import Any
 from qt_telemetry import semconv
 
 _LATENCY = semconv.ORDER_LATENCY.prometheus + "_bucket"
-_ORDERS = semconv.ORDERS.prometheus
+_ORDERS = semconv.ORDER_LATENCY.prometheus + "_count"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
