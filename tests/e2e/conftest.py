@@ -50,7 +50,7 @@ def bot_env(stack: Stack, service: str, protocol: str = "http/protobuf") -> dict
     endpoint = stack.otlp_grpc if protocol == "grpc" else stack.otlp_http
     return {**clean, "OTEL_SERVICE_NAME": service, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-            "OTEL_BSP_SCHEDULE_DELAY": "200", "PYTHONPATH": str(REPO)}
+            "OTEL_BSP_SCHEDULE_DELAY": "200", "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
 
 
 def run_workload(stack: Stack, service: str, *args: str, protocol: str = "http/protobuf") -> list[dict[str, Any]]:
