@@ -2,7 +2,8 @@
 
 Binding the full signature on every call (``inspect.Signature.bind``) costs several microseconds; instead we
 record, per field, which parameter holds it (position and default), so a call costs a few dict/tuple reads.
-Only allow-listed parameter names are ever read, so an ``api_key`` argument can never become an attribute.
+Only allow-listed parameter names are ever read, so an ``api_key`` argument can never become an attribute, and
+values come out record-safe (:func:`qt_telemetry._records.plain`): a hostile ``__str__`` drops the value.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from qt_telemetry._records import plain
 
 _MISSING = object()
 #: Parameters that may carry an order-like object whose fields we read (``place(order)``).
@@ -31,7 +34,7 @@ class ArgumentReader:
         self._fields = dict(fields)
         try:
             params = list(inspect.signature(func).parameters.values())
-        except (TypeError, ValueError):
+        except Exception:  # noqa: BLE001 - a callable without a readable signature: nothing to read
             params = []
         self._first_is_receiver = bool(params) and params[0].name in ("self", "cls")
         positional_kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -56,13 +59,15 @@ class ArgumentReader:
         for field, slot in self._slots.items():
             value = self._value(slot, offset, args, kwargs)
             if value is not _MISSING and value is not None:
-                out[field] = value
+                value = plain(value)
+                if value is not None:
+                    out[field] = value
         if self._container is not None:
             container = self._value(self._container, offset, args, kwargs)
             if container is not _MISSING and container is not None:
                 for field, aliases in self._fields.items():
                     if field not in out:
-                        value = _member(container, aliases)
+                        value = plain(_member(container, aliases))
                         if value is not None:
                             out[field] = value
         return out

@@ -1,72 +1,228 @@
 """Settings for :func:`qt_telemetry.init`: argument > ``QT_TELEMETRY_*`` > standard ``OTEL_*`` > default.
 
-Every value is resolved and validated once, at ``init()``; a bad value raises :class:`ConfigurationError`
-naming the setting, so a typo fails at startup rather than silently dropping telemetry mid-session.
+One table (:data:`SETTINGS`) lists every setting with its variables, default and parser; :func:`resolve` walks
+it once, at ``init()``. A bad value raises :class:`ConfigurationError` naming the setting and what it accepts, so
+a typo fails at startup instead of silently dropping telemetry (or crashing an export thread) mid-session. The
+standard OTLP variables the exporters read themselves (headers, timeouts, TLS files, batching, sampler,
+propagators) are validated here too, with the same rules the exporters apply.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Final, Literal
-from urllib.parse import urlsplit
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any, Final, Generic, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
 
 Mode = Literal["otlp", "local", "none"]
 Protocol = Literal["grpc", "http/protobuf"]
-
-# --- qt-telemetry's own variables (each overrides the OTEL_* equivalent) --------------------------------
-#: ``otlp`` (default: export to a collector), ``local`` (Prometheus /metrics on loopback + console trace
-#: summary, no servers needed) or ``none`` (instrument but export nothing).
-QT_TELEMETRY_MODE: Final = "QT_TELEMETRY_MODE"
-#: Service name; overrides OTEL_SERVICE_NAME. Default ``qt-trading-bot``.
-QT_TELEMETRY_SERVICE_NAME: Final = "QT_TELEMETRY_SERVICE_NAME"
-#: Base OTLP endpoint (``http://host:4318`` for HTTP, ``http://host:4317`` for gRPC); overrides
-#: OTEL_EXPORTER_OTLP_ENDPOINT and the per-signal variants.
-QT_TELEMETRY_ENDPOINT: Final = "QT_TELEMETRY_ENDPOINT"
-#: ``grpc`` or ``http/protobuf``; overrides OTEL_EXPORTER_OTLP_PROTOCOL. Default ``http/protobuf``.
-QT_TELEMETRY_PROTOCOL: Final = "QT_TELEMETRY_PROTOCOL"
-#: Metric export interval in milliseconds; overrides OTEL_METRIC_EXPORT_INTERVAL. Default 10000.
-QT_TELEMETRY_METRIC_EXPORT_INTERVAL: Final = "QT_TELEMETRY_METRIC_EXPORT_INTERVAL"
-#: Upper bound in seconds for shutdown()/force_flush() even when the collector is down. Default 2.
-QT_TELEMETRY_SHUTDOWN_TIMEOUT: Final = "QT_TELEMETRY_SHUTDOWN_TIMEOUT"
-#: Local mode: address and port of the /metrics server; override OTEL_EXPORTER_PROMETHEUS_HOST/_PORT.
-QT_TELEMETRY_METRICS_HOST: Final = "QT_TELEMETRY_METRICS_HOST"
-QT_TELEMETRY_METRICS_PORT: Final = "QT_TELEMETRY_METRICS_PORT"
-#: Print a one-line summary per finished trade / order to stderr. Default: on in local mode only.
-QT_TELEMETRY_CONSOLE: Final = "QT_TELEMETRY_CONSOLE"
-#: Distinct values accepted per metric attribute key before the rest report as ``_other``. Default 250.
-QT_TELEMETRY_MAX_LABEL_VALUES: Final = "QT_TELEMETRY_MAX_LABEL_VALUES"
-
-# --- standard OpenTelemetry variables we read (the SDK and exporters read the rest themselves) ---------
-OTEL_SDK_DISABLED: Final = "OTEL_SDK_DISABLED"
-OTEL_SERVICE_NAME: Final = "OTEL_SERVICE_NAME"
-OTEL_RESOURCE_ATTRIBUTES: Final = "OTEL_RESOURCE_ATTRIBUTES"
-OTEL_EXPORTER_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
-OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
-OTEL_EXPORTER_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
-OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
-OTEL_EXPORTER_OTLP_HEADERS: Final = "OTEL_EXPORTER_OTLP_HEADERS"
-OTEL_METRIC_EXPORT_INTERVAL: Final = "OTEL_METRIC_EXPORT_INTERVAL"
-OTEL_METRIC_EXPORT_TIMEOUT: Final = "OTEL_METRIC_EXPORT_TIMEOUT"
-OTEL_TRACES_EXPORTER: Final = "OTEL_TRACES_EXPORTER"
-OTEL_METRICS_EXPORTER: Final = "OTEL_METRICS_EXPORTER"
-OTEL_EXPORTER_PROMETHEUS_HOST: Final = "OTEL_EXPORTER_PROMETHEUS_HOST"
-OTEL_EXPORTER_PROMETHEUS_PORT: Final = "OTEL_EXPORTER_PROMETHEUS_PORT"
+Engine = Literal["auto", "process", "inline", "sdk"]
+T = TypeVar("T")
 
 DEFAULT_SERVICE_NAME: Final = "qt-trading-bot"
 DEFAULT_HTTP_ENDPOINT: Final = "http://localhost:4318"
 DEFAULT_GRPC_ENDPOINT: Final = "http://localhost:4317"
-_PROTOCOLS: Final = ("grpc", "http/protobuf")
-_MODES: Final = ("otlp", "local", "none")
 _SIGNAL_PATHS: Final = {"traces": "/v1/traces", "metrics": "/v1/metrics"}
+
+# Standard variables read below (the OTel SDK and exporters read them too; we validate them first).
+OTEL_SDK_DISABLED: Final = "OTEL_SDK_DISABLED"
+OTEL_EXPORTER_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTEL_EXPORTER_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
+OTEL_TRACES_EXPORTER: Final = "OTEL_TRACES_EXPORTER"
+OTEL_METRICS_EXPORTER: Final = "OTEL_METRICS_EXPORTER"
+QT_TELEMETRY_MODE: Final = "QT_TELEMETRY_MODE"
+QT_TELEMETRY_METRICS_PORT: Final = "QT_TELEMETRY_METRICS_PORT"
 
 
 class ConfigurationError(ValueError):
     """A setting has a value qt-telemetry cannot use; the message names the setting and the fix."""
+
+
+# --- parsers: (raw value, setting name as the user wrote it) -> value, or ConfigurationError ------------
+
+def _text(value: object, setting: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{setting}={value!r}: expected a string")
+    return value.strip()
+
+
+def _choice(*choices: str) -> Callable[[object, str], str]:
+    def parse(value: object, setting: str) -> str:
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text not in choices:
+            raise ConfigurationError(f"{setting}={value!r}: expected one of {', '.join(choices)}")
+        return str(text)
+
+    return parse
+
+
+def _bool(value: object, setting: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str | int) else None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{setting}={value!r}: expected true or false")
+
+
+def _number(low: float, high: float, *, low_open: bool = False) -> Callable[[object, str], float]:
+    def parse(value: object, setting: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigurationError(f"{setting}={value!r}: expected a number from {low:g} to {high:g}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigurationError(f"{setting}={value!r}: expected a number from {low:g} to {high:g}") from None
+        if not math.isfinite(number) or number > high or number < low or (low_open and number == low):
+            bound = f"greater than {low:g}" if low_open else f"at least {low:g}"
+            raise ConfigurationError(f"{setting}={value!r}: expected a number {bound} and at most {high:g}")
+        return number
+
+    return parse
+
+
+def _int(low: int, high: int) -> Callable[[object, str], int]:
+    def parse(value: object, setting: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ConfigurationError(f"{setting}={value!r}: expected a whole number from {low} to {high}")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ConfigurationError(f"{setting}={value!r}: expected a whole number from {low} to {high}") from None
+        if not low <= number <= high:
+            raise ConfigurationError(f"{setting}={value!r}: expected a whole number from {low} to {high}")
+        return number
+
+    return parse
+
+
+def _words(value: object, setting: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [w.strip() for w in value.split(",")]
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+    else:
+        raise ConfigurationError(f"{setting}={value!r}: expected a comma-separated string or a list of strings")
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{2,64}", item.strip()):
+            raise ConfigurationError(f"{setting}: {item!r} is not a word of 2-64 letters, digits, '_', '.' or '-'")
+        out.append(item.strip().lower())
+    return tuple(out)
+
+
+def _patterns(value: object, setting: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigurationError(f"{setting}={value!r}: expected a regular expression or a list of them")
+    for item in items:
+        try:
+            re.compile(item)
+        except (re.error, TypeError) as exc:
+            raise ConfigurationError(f"{setting}: {item!r} is not a regular expression ({exc})") from None
+    return tuple(items)
+
+
+def _secret_values(value: object, setting: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigurationError(f"{setting}: expected a string or a list of strings")
+    out = []
+    for item in items:
+        if item is None:
+            continue
+        if not isinstance(item, str):
+            raise ConfigurationError(f"{setting}: expected strings, got a {type(item).__name__}")
+        if len(item) >= 4:  # shorter values would redact ordinary text; they are refused by name instead
+            out.append(item)
+    return tuple(out)
+
+
+def _mapping(value: object, setting: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{setting}={value!r}: expected a mapping of strings to strings")
+    out = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or not isinstance(item, str | bool | int | float):
+            raise ConfigurationError(f"{setting}: {key!r}: {item!r} is not a name and a string value")
+        out[key] = item if isinstance(item, str) else str(item)
+    return out
+
+
+def _headers(value: object, setting: str) -> dict[str, str]:
+    headers = _mapping(value, setting)
+    for key, item in headers.items():
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", key) or any(c in item for c in "\r\n\0"):
+            raise ConfigurationError(f"{setting}: {key!r} is not a valid HTTP header name and value")
+    return headers
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One row of the settings table: the ``init()`` argument, its variables (first wins), default and parser."""
+
+    name: str
+    env: tuple[str, ...]
+    default: T
+    parse: Callable[[object, str], T]
+    doc: str
+    #: Environment values are in milliseconds (the OTel convention) while the argument is in seconds.
+    env_millis: bool = False
+
+
+SETTINGS: Final[tuple[Setting[Any], ...]] = (
+    Setting("mode", ("QT_TELEMETRY_MODE",), "otlp", _choice("otlp", "local", "none"),
+            "`otlp` (to a collector), `local` (Prometheus `/metrics` on loopback + console summary), `none`"),
+    Setting("engine", ("QT_TELEMETRY_ENGINE",), "auto", _choice("auto", "process", "inline", "sdk"),
+            "`process`: a separate exporter process (default); `inline`: the same conversion on a thread of this "
+            "process; `sdk`: OTel SDK spans in-process (chosen automatically when you bring providers or processors)"),
+    Setting("service_name", ("QT_TELEMETRY_SERVICE_NAME", "OTEL_SERVICE_NAME"), None, _text,
+            "service name (the Prometheus `service_name` label)"),
+    Setting("endpoint", ("QT_TELEMETRY_ENDPOINT",), None, _text,
+            "base OTLP endpoint; else `OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_ENDPOINT`; default `http://localhost:4318` "
+            "(HTTP) or `:4317` (gRPC)"),
+    Setting("protocol", ("QT_TELEMETRY_PROTOCOL",), None, _choice("grpc", "http/protobuf"),
+            "`http/protobuf` (default) or `grpc`; else `OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_PROTOCOL`"),
+    Setting("headers", (), None, _headers, "OTLP headers; else `OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_HEADERS`"),
+    Setting("resource_attributes", (), None, _mapping, "resource attributes, merged over `OTEL_RESOURCE_ATTRIBUTES`"),
+    Setting("metric_export_interval", ("QT_TELEMETRY_METRIC_EXPORT_INTERVAL", "OTEL_METRIC_EXPORT_INTERVAL"), 10.0,
+            _number(0.0, 86_400.0, low_open=True), "metric export interval: seconds (argument) or ms (variables)",
+            env_millis=True),
+    Setting("shutdown_timeout", ("QT_TELEMETRY_SHUTDOWN_TIMEOUT",), 2.0, _number(0.0, 600.0, low_open=True),
+            "seconds `force_flush()`/`shutdown()` may take (the exporter process has its own bound)"),
+    Setting("exporter_drain_timeout", ("QT_TELEMETRY_EXPORTER_DRAIN_TIMEOUT",), 5.0, _number(0.0, 600.0),
+            "seconds the exporter process keeps exporting after the last trading process is gone"),
+    Setting("queue_size", ("QT_TELEMETRY_QUEUE_SIZE",), 65_536, _int(64, 10_000_000),
+            "records the trading process buffers for the exporter; beyond it they are dropped and counted"),
+    Setting("metrics_host", ("QT_TELEMETRY_METRICS_HOST", "OTEL_EXPORTER_PROMETHEUS_HOST"), "127.0.0.1", _text,
+            "local mode: address of `/metrics`"),
+    Setting("metrics_port", ("QT_TELEMETRY_METRICS_PORT", "OTEL_EXPORTER_PROMETHEUS_PORT"), 9464, _int(0, 65535),
+            "local mode: port of `/metrics` (0 = any free port)"),
+    Setting("console", ("QT_TELEMETRY_CONSOLE",), None, _bool,
+            "one summary line per finished trade on stderr; default on in local mode only"),
+    Setting("max_label_values", ("QT_TELEMETRY_MAX_LABEL_VALUES",), 250, _int(1, 100_000),
+            "distinct values per metric label before the rest report as `_other`"),
+    Setting("log_correlation", ("QT_TELEMETRY_LOG_CORRELATION",), True, _bool,
+            "add `trace_id`/`span_id` to every `logging` record (see Logs)"),
+    Setting("slow_order_seconds", ("QT_TELEMETRY_SLOW_ORDER_SECONDS",), 0.5, _number(0.0, 3600.0),
+            "an order slower than this keeps its trace under tail sampling (`qt.sampling.keep`)"),
+    Setting("trace_keep_ratio", ("QT_TELEMETRY_TRACE_KEEP_RATIO",), 1.0, _number(0.0, 1.0),
+            "share of healthy traces marked to keep under tail sampling (by trace id, consistent everywhere)"),
+    Setting("native_histograms", ("QT_TELEMETRY_NATIVE_HISTOGRAMS",), False, _bool,
+            "order latency and stage durations as exponential histograms (Prometheus native histograms)"),
+    Setting("secret_keys", ("QT_TELEMETRY_SECRET_KEYS",), (), _words,
+            "extra words that make an attribute name (or a `name=value` pair in text) secret"),
+    Setting("secret_patterns", (), (), _patterns, "extra regular expressions whose matches are redacted"),
+    Setting("secret_values", (), (), _secret_values, "exact values (API keys) redacted wherever they appear"),
+)
+SETTINGS_BY_NAME: Final = {s.name: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -83,10 +239,11 @@ class SignalExport:
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved configuration. Build it with :func:`resolve`."""
+    """Resolved configuration. Build it with :func:`resolve`; it crosses to the exporter process as JSON."""
 
     disabled: bool
     mode: Mode
+    engine: Engine
     service_name: str | None
     resource_attributes: Mapping[str, str]
     traces: SignalExport
@@ -94,134 +251,155 @@ class Settings:
     headers: Mapping[str, str] | None
     metric_export_interval_s: float
     shutdown_timeout_s: float
+    exporter_drain_timeout_s: float
+    queue_size: int
     metrics_host: str
     metrics_port: int
     console: bool
     max_label_values: int
-    environ: Mapping[str, str] = field(repr=False, default_factory=dict)
+    log_correlation: bool
+    slow_order_seconds: float
+    trace_keep_ratio: float
+    native_histograms: bool
+    secret_keys: tuple[str, ...]
+    secret_patterns: tuple[str, ...]
+    secret_values: tuple[str, ...] = field(repr=False)
+    batch: BatchSettings = field(default_factory=lambda: BatchSettings())
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        raw = json.loads(text)
+        raw["traces"] = SignalExport(**raw["traces"])
+        raw["metrics"] = SignalExport(**raw["metrics"])
+        raw["batch"] = BatchSettings(**raw["batch"])
+        for key in ("secret_keys", "secret_patterns", "secret_values"):
+            raw[key] = tuple(raw[key])
+        return cls(**raw)
 
 
-def resolve(
-    *,
-    mode: str | None = None,
-    service_name: str | None = None,
-    endpoint: str | None = None,
-    protocol: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    resource_attributes: Mapping[str, str] | None = None,
-    metric_export_interval: float | None = None,
-    shutdown_timeout: float | None = None,
-    metrics_host: str | None = None,
-    metrics_port: int | None = None,
-    console: bool | None = None,
-    max_label_values: int | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Settings:
+@dataclass(frozen=True)
+class BatchSettings:
+    """Span batching in the exporter (``OTEL_BSP_*``, validated with the SDK's own ranges)."""
+
+    max_queue_size: int = 2048
+    max_export_batch_size: int = 512
+    schedule_delay_s: float = 5.0
+    export_timeout_s: float = 30.0
+
+
+def resolve(environ: Mapping[str, str] | None = None, **arguments: Any) -> Settings:
     """Resolve every setting from arguments, then the environment, then defaults; validate each."""
     env = dict(os.environ if environ is None else environ)
+    unknown = set(arguments) - set(SETTINGS_BY_NAME)
+    if unknown:
+        raise ConfigurationError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        values[setting.name], sources[setting.name] = _resolve_one(setting, arguments.get(setting.name), env)
 
-    def pick(arg: object, *names: str) -> tuple[object, str]:
-        if arg is not None:
-            return arg, "argument"
-        for name in names:
-            value = env.get(name, "").strip()
-            if value:
-                return value, name
-        return None, "default"
-
-    disabled = _bool(env.get(OTEL_SDK_DISABLED, ""), OTEL_SDK_DISABLED, default=False)
-
-    raw_mode, src = pick(mode, QT_TELEMETRY_MODE)
-    resolved_mode = str(raw_mode or "otlp").lower()
-    if resolved_mode not in _MODES:
-        raise ConfigurationError(f"{_name(src, 'mode')}={raw_mode!r}: expected one of {', '.join(_MODES)}")
-
-    raw_service, _ = pick(service_name, QT_TELEMETRY_SERVICE_NAME)
-
-    raw_endpoint, endpoint_src = pick(endpoint, QT_TELEMETRY_ENDPOINT)
-    traces = _signal("traces", protocol, raw_endpoint, endpoint_src, env)
-    metrics = _signal("metrics", protocol, raw_endpoint, endpoint_src, env)
+    disabled = _bool(env.get(OTEL_SDK_DISABLED, "").strip() or "false", OTEL_SDK_DISABLED)
+    mode = values["mode"]
+    traces = _signal("traces", values, sources["endpoint"], env)
+    metrics = _signal("metrics", values, sources["endpoint"], env)
     traces, metrics = _apply_exporter_selection(traces, metrics, env)
-
-    raw_interval, src = pick(metric_export_interval, QT_TELEMETRY_METRIC_EXPORT_INTERVAL, OTEL_METRIC_EXPORT_INTERVAL)
-    if raw_interval is None:
-        interval_s = 10.0
-    elif src == "argument":
-        interval_s = _positive_float(raw_interval, "metric_export_interval")
-    else:
-        interval_s = _positive_float(raw_interval, src) / 1000.0
-
-    raw_timeout, src = pick(shutdown_timeout, QT_TELEMETRY_SHUTDOWN_TIMEOUT)
-    timeout_s = 2.0 if raw_timeout is None else _positive_float(raw_timeout, _name(src, "shutdown_timeout"))
-
-    raw_host, _ = pick(metrics_host, QT_TELEMETRY_METRICS_HOST, OTEL_EXPORTER_PROMETHEUS_HOST)
-    raw_port, src = pick(metrics_port, QT_TELEMETRY_METRICS_PORT, OTEL_EXPORTER_PROMETHEUS_PORT)
-    port = 9464 if raw_port is None else _int(raw_port, _name(src, "metrics_port"), 0, 65535)
-
-    raw_console, src = pick(console, QT_TELEMETRY_CONSOLE)
-    console_on = (resolved_mode == "local") if raw_console is None else _bool(raw_console, _name(src, "console"))
-
-    raw_max, src = pick(max_label_values, QT_TELEMETRY_MAX_LABEL_VALUES)
-    max_labels = 250 if raw_max is None else _int(raw_max, _name(src, "max_label_values"), 1, 100_000)
-
-    if headers is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise ConfigurationError("headers: every header name and value must be a string")
-
+    if mode == "otlp":
+        _check_otlp_variables(env, traces, metrics)
+    _check_sdk_variables(env)
+    console = values["console"] if values["console"] is not None else mode == "local"
     return Settings(
-        disabled=disabled,
-        mode=resolved_mode,  # type: ignore[arg-type]
-        service_name=str(raw_service) if raw_service else None,
-        resource_attributes=dict(resource_attributes or {}),
-        traces=traces,
-        metrics=metrics,
-        headers=dict(headers) if headers is not None else None,
-        metric_export_interval_s=interval_s,
-        shutdown_timeout_s=timeout_s,
-        metrics_host=str(raw_host or "127.0.0.1"),
-        metrics_port=port,
-        console=console_on,
-        max_label_values=max_labels,
-        environ=env,
+        disabled=disabled, mode=mode, engine=values["engine"], service_name=values["service_name"] or None,
+        resource_attributes=values["resource_attributes"] or {}, traces=traces, metrics=metrics,
+        headers=values["headers"], metric_export_interval_s=values["metric_export_interval"],
+        shutdown_timeout_s=values["shutdown_timeout"], exporter_drain_timeout_s=values["exporter_drain_timeout"],
+        queue_size=values["queue_size"], metrics_host=values["metrics_host"] or "127.0.0.1",
+        metrics_port=values["metrics_port"], console=console, max_label_values=values["max_label_values"],
+        log_correlation=values["log_correlation"], slow_order_seconds=values["slow_order_seconds"],
+        trace_keep_ratio=values["trace_keep_ratio"], native_histograms=values["native_histograms"],
+        secret_keys=values["secret_keys"], secret_patterns=values["secret_patterns"],
+        secret_values=values["secret_values"], batch=_batch_settings(env),
     )
 
 
-def _signal(signal: str, protocol: str | None, base: object, base_src: str, env: Mapping[str, str]) -> SignalExport:
+def _resolve_one(setting: Setting[Any], argument: object, env: Mapping[str, str]) -> tuple[Any, str]:
+    """The value and where it came from (the argument's or the variable's name, as error messages say it)."""
+    if argument is not None:
+        return setting.parse(argument, setting.name), setting.name
+    for name in setting.env:
+        raw = env.get(name, "").strip()
+        if raw:
+            value = setting.parse(raw, name)
+            return (value / 1000.0 if setting.env_millis else value), name
+    return setting.default, setting.name
+
+
+# --- OTLP endpoints and protocols per signal -----------------------------------------------------------
+
+def _signal(signal: str, values: Mapping[str, Any], endpoint_source: str, env: Mapping[str, str]) -> SignalExport:
     upper = signal.upper()
-    raw_protocol = protocol
-    src = "protocol"
-    if raw_protocol is None:
-        for name in (QT_TELEMETRY_PROTOCOL, f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL", OTEL_EXPORTER_OTLP_PROTOCOL):
-            if env.get(name, "").strip():
-                raw_protocol, src = env[name].strip(), name
+    proto = values["protocol"]
+    if proto is None:
+        proto = "http/protobuf"
+        for name in (f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL", OTEL_EXPORTER_OTLP_PROTOCOL):
+            raw = env.get(name, "").strip()
+            if raw:
+                if raw.lower() == "http/json":
+                    raise ConfigurationError(f"{name}='http/json' is not supported by the Python OTLP exporters; "
+                                             "use 'http/protobuf' or 'grpc'")
+                proto = _choice("grpc", "http/protobuf")(raw, name)
                 break
-    proto = (raw_protocol or "http/protobuf").lower()
-    if proto == "http/json":
-        raise ConfigurationError(f"{src}='http/json' is not supported by the Python OTLP exporters; use "
-                                 "'http/protobuf' or 'grpc'")
-    if proto not in _PROTOCOLS:
-        raise ConfigurationError(f"{src}={raw_protocol!r}: expected 'grpc' or 'http/protobuf'")
-
     grpc = proto == "grpc"
-    if base is not None:  # our own base endpoint: we compute the per-signal URL ourselves
-        url = _url(str(base), _name(base_src, "endpoint"), grpc)
-        endpoint = url if proto == "grpc" else url.rstrip("/") + _SIGNAL_PATHS[signal]
-        return SignalExport(proto, endpoint, endpoint)  # type: ignore[arg-type]
-
+    if values["endpoint"] is not None:  # our own base endpoint: we compute the per-signal URL ourselves
+        url = check_endpoint(values["endpoint"], endpoint_source, grpc)
+        endpoint = url if grpc else url.rstrip("/") + _SIGNAL_PATHS[signal]
+        return SignalExport(proto, endpoint, endpoint)
     specific = env.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", "").strip()
     general = env.get(OTEL_EXPORTER_OTLP_ENDPOINT, "").strip()
     if specific:
-        effective = _url(specific, f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", grpc)
+        effective = check_endpoint(specific, f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", grpc)
     elif general:
-        url = _url(general, OTEL_EXPORTER_OTLP_ENDPOINT, grpc)
-        effective = url if proto == "grpc" else url.rstrip("/") + _SIGNAL_PATHS[signal]
+        url = check_endpoint(general, OTEL_EXPORTER_OTLP_ENDPOINT, grpc)
+        effective = url if grpc else url.rstrip("/") + _SIGNAL_PATHS[signal]
     else:
-        default = DEFAULT_GRPC_ENDPOINT if proto == "grpc" else DEFAULT_HTTP_ENDPOINT
-        effective = default if proto == "grpc" else default + _SIGNAL_PATHS[signal]
-        # The HTTP exporter's built-in default is already this URL; gRPC's too. Pass it explicitly anyway
-        # so that what we report is what is used.
-        return SignalExport(proto, effective, effective)  # type: ignore[arg-type]
+        effective = DEFAULT_GRPC_ENDPOINT if grpc else DEFAULT_HTTP_ENDPOINT + _SIGNAL_PATHS[signal]
+        return SignalExport(proto, effective, effective)
     # Let the exporter read the OTEL_* variables itself, so every standard rule keeps applying.
-    return SignalExport(proto, None, effective)  # type: ignore[arg-type]
+    return SignalExport(proto, None, effective)
+
+
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}"
+                   r"[A-Za-z0-9])?)*\.?$")
+
+
+def check_endpoint(value: str, setting: str, grpc: bool = False) -> str:
+    """An OTLP endpoint URL (or, for gRPC, a bare ``host:port``), or ConfigurationError naming ``setting``."""
+    bad = ConfigurationError(f"{setting}={value!r} is not an OTLP endpoint URL: expected e.g. "
+                             "'http://localhost:4318' (HTTP) or 'http://localhost:4317' (gRPC)")
+    if grpc and "://" not in value:  # the gRPC exporter also takes a bare host:port
+        host, _, port = value.rpartition(":")
+        if host and _valid_host(host) and port.isdigit() and 0 < int(port) < 65536:
+            return value
+        raise bad
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(f"{setting}={value!r} has an invalid host or port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _valid_host(parts.hostname):
+        raise bad
+    if port is not None and not 0 < port < 65536:
+        raise ConfigurationError(f"{setting}={value!r} has an invalid port")
+    return value
+
+
+def _valid_host(host: str) -> bool:
+    host = host.strip("[]")
+    if ":" in host:  # IPv6 literal
+        return bool(re.fullmatch(r"[0-9A-Fa-f:.]+", host))
+    return bool(_HOST.match(host))
 
 
 def _apply_exporter_selection(traces: SignalExport, metrics: SignalExport,
@@ -239,61 +417,88 @@ def _apply_exporter_selection(traces: SignalExport, metrics: SignalExport,
     return out[0], out[1]
 
 
-def _url(value: str, setting: str, grpc: bool = False) -> str:
-    if grpc and "://" not in value:  # the gRPC exporter also takes a bare host:port (insecure per its settings)
-        try:
-            port = int(value.rsplit(":", 1)[1]) if ":" in value else -1
-        except ValueError:
-            port = -1
-        if value.rsplit(":", 1)[0] and 0 < port < 65536:
-            return value
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(
-            f"{setting}={value!r} is not an OTLP endpoint URL: expected e.g. 'http://localhost:4318' "
-            "(HTTP) or 'http://localhost:4317' (gRPC)")
+# --- the standard variables the exporters read themselves ----------------------------------------------
+
+def _check_otlp_variables(env: Mapping[str, str], traces: SignalExport, metrics: SignalExport) -> None:
+    for signal in ("", "TRACES_", "METRICS_"):
+        timeout = f"OTEL_EXPORTER_OTLP_{signal}TIMEOUT"
+        if env.get(timeout, "").strip():
+            _number(0.0, 3600.0, low_open=True)(env[timeout].strip(), timeout)
+        compression = f"OTEL_EXPORTER_OTLP_{signal}COMPRESSION"
+        if env.get(compression, "").strip():
+            _choice("gzip", "deflate", "none")(env[compression], compression)
+        headers = f"OTEL_EXPORTER_OTLP_{signal}HEADERS"
+        if env.get(headers, "").strip():
+            _check_header_variable(env[headers], headers)
+        for file_kind in ("CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"):
+            name = f"OTEL_EXPORTER_OTLP_{signal}{file_kind}"
+            path = env.get(name, "").strip()
+            if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+                raise ConfigurationError(f"{name}={path!r}: no readable file there (a TLS {file_kind.lower()} in PEM)")
+    insecure = env.get("OTEL_EXPORTER_OTLP_INSECURE", "").strip()
+    if insecure:
+        _bool(insecure, "OTEL_EXPORTER_OTLP_INSECURE")
+    del traces, metrics
+
+
+def _check_header_variable(value: str, setting: str) -> None:
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        name, sep, _ = item.partition("=")
+        if not sep or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", unquote(name).strip()):
+            raise ConfigurationError(f"{setting}: {item.strip()[:40]!r} is not 'name=value' (URL-encoded, "
+                                     "comma-separated)")
+
+
+_SAMPLERS: Final = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
+                    "parentbased_traceidratio")
+_PROPAGATORS: Final = ("tracecontext", "baggage", "none")
+
+
+def _check_sdk_variables(env: Mapping[str, str]) -> None:
+    sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if sampler and sampler not in _SAMPLERS and sampler not in _entry_points("opentelemetry_traces_sampler"):
+        raise ConfigurationError(f"OTEL_TRACES_SAMPLER={sampler!r}: expected one of {', '.join(_SAMPLERS)} "
+                                 "or an installed sampler entry point")
+    arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if arg and sampler.endswith("traceidratio"):
+        _number(0.0, 1.0)(arg, "OTEL_TRACES_SAMPLER_ARG")
+    propagators = env.get("OTEL_PROPAGATORS", "").strip()
+    if propagators:
+        known = set(_PROPAGATORS) | _entry_points("opentelemetry_propagator")
+        for name in (p.strip().lower() for p in propagators.split(",")):
+            if name and name not in known:
+                raise ConfigurationError(f"OTEL_PROPAGATORS: {name!r} is not an installed propagator "
+                                         f"(installed: {', '.join(sorted(known))})")
+    exemplars = env.get("OTEL_METRICS_EXEMPLAR_FILTER", "").strip()
+    if exemplars:
+        _choice("trace_based", "always_on", "always_off")(exemplars, "OTEL_METRICS_EXEMPLAR_FILTER")
+    temporality = env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").strip()
+    if temporality:
+        _choice("cumulative", "delta", "lowmemory")(temporality, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
+
+
+def _entry_points(group: str) -> set[str]:
     try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ConfigurationError(f"{setting}={value!r} has an invalid port") from None
-    return value
+        return {ep.name.lower() for ep in metadata.entry_points(group=group)}
+    except Exception:  # noqa: BLE001 - a broken distribution must not break configuration
+        return set()
 
 
-def _name(src: str, argument: str) -> str:
-    return argument if src in ("argument", "default") else src
+def _batch_settings(env: Mapping[str, str]) -> BatchSettings:
+    def read(name: str, parse: Callable[[object, str], float], default: float) -> float:
+        raw = env.get(name, "").strip()
+        return parse(raw, name) if raw else default
 
-
-def _bool(value: object, setting: str, default: bool | None = None) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if not text and default is not None:
-        return default
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigurationError(f"{setting}={value!r}: expected true or false")
-
-
-def _positive_float(value: object, setting: str) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{setting}={value!r}: expected a positive number") from None
-    if not number > 0 or number == float("inf"):
-        raise ConfigurationError(f"{setting}={value!r}: expected a positive number")
-    return number
-
-
-def _int(value: object, setting: str, low: int, high: int) -> int:
-    try:
-        number = int(str(value))
-    except ValueError:
-        raise ConfigurationError(f"{setting}={value!r}: expected a whole number") from None
-    if not low <= number <= high:
-        raise ConfigurationError(f"{setting}={value!r}: expected a number from {low} to {high}")
-    return number
+    queue = int(read("OTEL_BSP_MAX_QUEUE_SIZE", _int(1, 10_000_000), 2048))
+    batch = int(read("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", _int(1, 10_000_000), 512))
+    if batch > queue:
+        raise ConfigurationError(f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={batch} must not exceed "
+                                 f"OTEL_BSP_MAX_QUEUE_SIZE={queue}")
+    delay = read("OTEL_BSP_SCHEDULE_DELAY", _number(0.0, 86_400_000.0), 5000.0) / 1000.0
+    timeout = read("OTEL_BSP_EXPORT_TIMEOUT", _number(0.0, 86_400_000.0, low_open=True), 30000.0) / 1000.0
+    return BatchSettings(queue, batch, delay, timeout)
 
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
@@ -305,3 +510,13 @@ def checked_name(value: str, what: str) -> str:
         raise ConfigurationError(f"{what}={value!r}: use 1-64 characters, a letter first, then letters, digits, "
                                  "'_', '.', ':' or '-'")
     return value
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from :data:`SETTINGS` (a test keeps them equal)."""
+    rows = ["| `init()` argument | variables (first wins) | default | what |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        env = ", ".join(f"`{e}`" for e in s.env) or "—"
+        default = "—" if s.default in (None, ()) else f"`{s.default}`"
+        rows.append(f"| `{s.name}` | {env} | {default} | {s.doc} |")
+    return "\n".join(rows) + "\n"

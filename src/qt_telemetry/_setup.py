@@ -1,34 +1,55 @@
-"""Install the OTel providers once, export over OTLP (or locally), and shut down within a bounded time.
+"""``init()`` once at startup, ``shutdown()`` (or just exiting) at the end, ``force_flush()`` when you must know.
 
-The stock SDK's ``force_flush``/``shutdown`` retry each export for several seconds and were measured at
-28 s / 30 s with the collector down. A kill-switch exit must not hang, so both run on a daemon thread that
-we wait on for at most ``shutdown_timeout`` seconds; whatever is still unexported then is dropped (and said).
+``init()`` validates every setting, picks the engine (see :mod:`qt_telemetry._engines`), installs what the rest of
+the process needs (a tracer provider for other instrumentation, log correlation, exit and fork handlers) and
+returns at once: the exporter process starts in the background. Exiting never waits on the network: what is
+recorded is handed to the exporter, which exports it after the trading process is gone.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import math
+import os
+import socket
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from qt_telemetry import _config
+from qt_telemetry import _config, _safety, logs
 from qt_telemetry._config import ConfigurationError, Settings
-from qt_telemetry._runtime import RUNTIME
+from qt_telemetry._convert import Converter
+from qt_telemetry._engines import (
+    Engine,
+    LocalChannel,
+    ProcessChannel,
+    QueuedEngine,
+    RecordEngine,
+    RecordingProcessor,
+    SdkEngine,
+    error_counter,
+)
+from qt_telemetry._outbox import Outbox
+from qt_telemetry._pipeline import Pipeline, base_resource, otlp_metric_exporter, otlp_span_exporter, views
+from qt_telemetry._records import GAUGE, finite
+from qt_telemetry._redaction import Redactor
+from qt_telemetry._sampling import HeadSampler
+from qt_telemetry._state import STATE
 
 _log = logging.getLogger("qt_telemetry")
+_EXIT_BUDGET_S = 0.15
 
 
 @dataclass(frozen=True)
@@ -41,25 +62,22 @@ class TelemetryInfo:
     metrics_endpoint: str | None
     metrics_url: str | None
     owns_providers: bool
+    engine: str = "process"
 
 
 @dataclass
-class _Installed:
+class Installed:
     info: TelemetryInfo
     settings: Settings
-    tracer_provider: TracerProvider | None
-    meter_provider: MeterProvider | None
-    stop_server: Callable[[], None] | None
-
-
-_lock = threading.Lock()
-_installed: _Installed | None = None
-_atexit_registered = False
+    engine: Engine
+    close: Callable[[float], bool]  # bounded shutdown of what init() created
+    flush: Callable[[float], bool]
 
 
 def init(
     *,
     mode: str | None = None,
+    engine: str | None = None,
     service_name: str | None = None,
     endpoint: str | None = None,
     protocol: str | None = None,
@@ -71,244 +89,323 @@ def init(
     metrics_port: int | None = None,
     console: bool | None = None,
     max_label_values: int | None = None,
+    log_correlation: bool | None = None,
+    slow_order_seconds: float | None = None,
+    trace_keep_ratio: float | None = None,
+    native_histograms: bool | None = None,
+    secret_keys: Sequence[str] | None = None,
+    secret_patterns: Sequence[str] | None = None,
+    secret_values: Sequence[str] | None = None,
     span_processors: Sequence[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
 ) -> TelemetryInfo | None:
     """Set up tracing and metrics once, at startup.
 
-    Every option defaults to "look it up": the argument, then ``QT_TELEMETRY_*``, then the standard
-    ``OTEL_*`` variable, then the default (OTLP/HTTP to ``http://localhost:4318``). ``mode="local"`` needs no
-    collector: Prometheus ``/metrics`` on 127.0.0.1 plus a console trace summary. A provider that is already
-    installed (e.g. by ``opentelemetry-instrument``) is used as it is; extra span processors are added to it.
+    Every option defaults to "look it up": the argument, then ``QT_TELEMETRY_*``, then the standard ``OTEL_*``
+    variable, then the default (OTLP/HTTP to ``http://localhost:4318``). ``mode="local"`` needs no collector:
+    Prometheus ``/metrics`` on 127.0.0.1 plus a console trace summary. A provider that is already installed (e.g.
+    by ``opentelemetry-instrument``) is used as it is; ``span_processors`` are added to it.
 
-    Returns what was set up, or None when ``OTEL_SDK_DISABLED=true``. Raises :class:`ConfigurationError` for
-    an invalid setting. A second call warns and keeps the first setup.
+    Returns what was set up, or None when ``OTEL_SDK_DISABLED=true``. Raises :class:`ConfigurationError` for an
+    invalid setting, naming it. A second call warns and keeps the first setup.
     """
-    global _installed
-    settings = _config.resolve(
-        mode=mode, service_name=service_name, endpoint=endpoint, protocol=protocol, headers=headers,
-        resource_attributes=resource_attributes, metric_export_interval=metric_export_interval,
-        shutdown_timeout=shutdown_timeout, metrics_host=metrics_host, metrics_port=metrics_port,
-        console=console, max_label_values=max_label_values,
-    )
-    with _lock:
-        if _installed is not None:
-            warnings.warn("qt_telemetry.init() was already called; keeping the first setup",
-                          RuntimeWarning, stacklevel=2)
-            return _installed.info
+    arguments = {k: v for k, v in locals().items() if k not in ("span_processors", "metric_readers")}
+    settings = _config.resolve(**{k: v for k, v in arguments.items() if v is not None})
+    processors = _checked_sequence(span_processors, "span_processors", SpanProcessor)
+    readers = _checked_sequence(metric_readers, "metric_readers", MetricReader)
+    with STATE.lock:
+        if STATE.installed is not None:
+            warnings.warn("qt_telemetry.init() was already called; keeping the first setup", RuntimeWarning,
+                          stacklevel=2)
+            return STATE.installed.info  # type: ignore[no-any-return]
         if settings.disabled:
             _log.info("OTEL_SDK_DISABLED is set: qt-telemetry records nothing")
             return None
-        RUNTIME.labels.max_values = settings.max_label_values
-        _installed = _install(settings, list(span_processors), list(metric_readers))
-        _register_atexit()
-        return _installed.info
+        installed = _install(settings, processors, readers)
+        STATE.installed = installed
+        STATE.engine = installed.engine
+    _safety.set_error_sink(error_counter(installed.engine))
+    installed.engine.send_board(STATE.board)
+    if settings.log_correlation:
+        logs.install()
+    _register_exit()
+    _log.info("qt-telemetry initialised: %s", installed.info)
+    return installed.info
 
 
 def force_flush(timeout: float | None = None) -> bool:
-    """Export everything recorded so far; gives up after ``timeout`` seconds (default: the shutdown bound)."""
-    state = _installed
-    if state is None:
+    """Export everything recorded so far and wait (at most ``timeout`` s) for the collector to take it."""
+    installed = STATE.installed
+    if installed is None:
         return True
-    budget = state.settings.shutdown_timeout_s if timeout is None else timeout
-    return _bounded(budget, "force_flush", lambda deadline: _flush(state, deadline))
+    return bool(installed.flush(_budget(timeout, installed.settings)))
 
 
 def shutdown(timeout: float | None = None) -> bool:
-    """Flush and close exporters within ``timeout`` seconds (default 2 s), even with the collector down.
-
-    Returns False when the bound was hit and unexported telemetry was dropped. Safe to call twice.
-    """
-    global _installed
-    with _lock:
-        state, _installed = _installed, None
-    if state is None:
+    """Hand everything recorded to the exporter and stop; bounded by ``timeout`` (default 2 s), collector up or
+    down. The exporter process finishes the export after this process exits. True when nothing was dropped.
+    Safe to call twice; calls after it record nothing."""
+    with STATE.lock:
+        installed, STATE.installed = STATE.installed, None
+        if installed is not None:
+            STATE.engine = None
+    if installed is None:
         return True
-    budget = state.settings.shutdown_timeout_s if timeout is None else timeout
-
-    def work(deadline: float) -> bool:
-        ok = _flush(state, deadline)
-        if state.tracer_provider is not None:
-            state.tracer_provider.shutdown()
-        if state.meter_provider is not None:
-            state.meter_provider.shutdown(timeout_millis=max(1.0, (deadline - time.monotonic()) * 1000))
-        return ok
-
-    try:
-        return _bounded(budget, "shutdown", work)
-    finally:
-        if state.stop_server is not None:
-            state.stop_server()
+    _safety.set_error_sink(None)
+    logs.uninstall()
+    return bool(installed.close(_budget(timeout, installed.settings)))
 
 
 def current() -> TelemetryInfo | None:
     """What the active ``init()`` set up, or None."""
-    state = _installed
-    return state.info if state is not None else None
+    installed = STATE.installed
+    return installed.info if installed is not None else None
 
 
-# --- internals ------------------------------------------------------------------------------------------
+# --- engines --------------------------------------------------------------------------------------------
 
-def _install(settings: Settings, span_processors: list[SpanProcessor],
-             metric_readers: list[MetricReader]) -> _Installed:
-    resource = _resource(settings)
-    service = str(resource.attributes.get(SERVICE_NAME, _config.DEFAULT_SERVICE_NAME))
-    stop_server: Callable[[], None] | None = None
-    metrics_url: str | None = None
-
+def _install(settings: Settings, processors: list[SpanProcessor], readers: list[MetricReader]) -> Installed:
     existing_tp = trace.get_tracer_provider()
-    tracer_provider: TracerProvider | None = None
+    existing_mp = metrics.get_meter_provider()
+    foreign = not isinstance(existing_tp, trace.ProxyTracerProvider) or not isinstance(existing_mp,
+                                                                                       _ProxyMeterProvider)
+    if foreign or processors or readers or settings.engine == "sdk":
+        return _install_sdk(settings, processors, readers)
+    if settings.mode == "none":
+        return _install_records(settings, None)
+    listen = _metrics_socket(settings) if settings.mode == "local" else None
+    try:
+        if settings.engine == "inline":
+            return _install_records(settings, LocalChannel(Pipeline(settings, remote=False, listen_socket=listen)),
+                                    listen)
+        try:
+            channel: Any = ProcessChannel(settings, listen)
+        except OSError as exc:  # no helper process possible here (frozen app, sandbox): same records, in-process
+            _log.warning("qt-telemetry: cannot start the exporter process (%r); exporting from a thread instead", exc)
+            channel = LocalChannel(Pipeline(settings, remote=False, listen_socket=listen))
+        return _install_records(settings, channel, listen)
+    except BaseException:
+        if listen is not None:
+            listen.close()
+        raise
+
+
+def _install_records(settings: Settings, channel: Any, listen: socket.socket | None = None) -> Installed:
+    resource = base_resource(settings)
+    sampler = HeadSampler()
+    engine: RecordEngine
+    if channel is None:  # mode "none": instrument, export nothing
+        engine = RecordEngine(sampler)
+        engine.name = "none"
+        close: Callable[[float], bool] = lambda _t: True  # noqa: E731
+        flush: Callable[[float], bool] = lambda _t: True  # noqa: E731
+    else:
+        instance = str(resource.attributes.get(SERVICE_INSTANCE_ID) or "") or None
+        outbox = Outbox(settings.queue_size, channel, tick=_gauge_tick,
+                        tick_interval=min(settings.metric_export_interval_s / 2, 5.0), instance_id=instance)
+        engine = QueuedEngine(sampler, outbox, "process" if isinstance(channel, ProcessChannel) else "inline")
+        secrets = tuple(settings.secret_values)
+        if secrets:
+            engine.secrets(secrets)
+        outbox.start()
+
+        def close(timeout: float) -> bool:
+            ok = engine.shutdown(timeout)
+            if listen is not None:
+                listen.close()
+            tracer_provider.shutdown()
+            return ok
+
+        flush = engine.flush
+    # Other instrumentation (HTTP clients, your own spans) goes through the same records.
+    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    tracer_provider.add_span_processor(RecordingProcessor(engine._emit))
+    trace.set_tracer_provider(tracer_provider)
+    return Installed(_info(settings, resource, _metrics_url(listen), True, engine.name), settings, engine, close,
+                     flush)
+
+
+def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: list[MetricReader]) -> Installed:
+    """The in-process path: our spans are SDK spans of the installed (or our) providers."""
+    resource = base_resource(settings)
+    resource = resource.merge(_instance(resource))
+    created_tp: TracerProvider | None = None
+    existing_tp = trace.get_tracer_provider()
     if isinstance(existing_tp, trace.ProxyTracerProvider):
-        tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        for processor in _span_processors(settings) + span_processors:
-            tracer_provider.add_span_processor(processor)
-        trace.set_tracer_provider(tracer_provider)
+        created_tp = TracerProvider(resource=resource, shutdown_on_exit=False)
+        if settings.mode == "otlp" and settings.traces.enabled:
+            created_tp.add_span_processor(BatchSpanProcessor(otlp_span_exporter(settings)))
+        if settings.console:
+            from qt_telemetry._console import TraceSummaryExporter
+
+            created_tp.add_span_processor(BatchSpanProcessor(TraceSummaryExporter(), schedule_delay_millis=500))
+        for processor in processors:
+            created_tp.add_span_processor(processor)
+        trace.set_tracer_provider(created_tp)
     else:
         _log.info("qt-telemetry: using the TracerProvider already installed (%s)", type(existing_tp).__name__)
-        for processor in span_processors:
-            add = getattr(existing_tp, "add_span_processor", None)
-            if add is None:
-                raise ConfigurationError("span_processors: the installed TracerProvider cannot take processors")
-            add(processor)
+        add = getattr(existing_tp, "add_span_processor", None)
+        if processors and add is None:
+            raise ConfigurationError("span_processors: the installed TracerProvider cannot take processors")
+        for processor in processors:
+            add(processor)  # type: ignore[misc]
 
-    existing_mp = metrics.get_meter_provider()
-    meter_provider: MeterProvider | None = None
-    if _is_proxy_meter_provider(existing_mp):
-        readers = list(metric_readers)
+    created_mp: MeterProvider | None = None
+    listen: socket.socket | None = None
+    stop_server: Callable[[], None] | None = None
+    if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
+        all_readers = list(readers)
         if settings.mode == "local":
-            reader, stop_server, metrics_url = _local_metrics(settings)
-            readers.append(reader)
-        elif settings.mode == "otlp" and settings.metrics.enabled:
-            readers.append(PeriodicExportingMetricReader(
-                _metric_exporter(settings),
-                export_interval_millis=settings.metric_export_interval_s * 1000,
-            ))
-        meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
-        metrics.set_meter_provider(meter_provider)
-    else:
-        _log.info("qt-telemetry: using the MeterProvider already installed (%s)", type(existing_mp).__name__)
-        if metric_readers:
-            warnings.warn("metric_readers are ignored: a MeterProvider was already installed and cannot take "
-                          "readers after creation", RuntimeWarning, stacklevel=3)
+            listen = _metrics_socket(settings)
+            pipeline = Pipeline(settings, remote=False, listen_socket=listen, span_exporters=[])
+            created_mp = pipeline._meter_provider(resource)  # noqa: SLF001 - the local /metrics server
+            stop_server = pipeline._stop_server  # noqa: SLF001
+            if all_readers:
+                _log.warning("qt-telemetry: metric_readers are ignored in local mode")
+        else:
+            if settings.mode == "otlp" and settings.metrics.enabled:
+                all_readers.append(PeriodicExportingMetricReader(
+                    otlp_metric_exporter(settings), export_interval_millis=settings.metric_export_interval_s * 1000))
+            created_mp = MeterProvider(metric_readers=all_readers, resource=resource, views=views(settings),
+                                       shutdown_on_exit=False)
+        metrics.set_meter_provider(created_mp)
+    elif readers:
+        warnings.warn("metric_readers are ignored: a MeterProvider was already installed and cannot take readers "
+                      "after creation", RuntimeWarning, stacklevel=3)
 
-    info = TelemetryInfo(
-        mode=settings.mode,
-        service_name=service,
-        traces_endpoint=settings.traces.effective_endpoint if settings.mode == "otlp" and settings.traces.enabled else None,
-        metrics_endpoint=settings.metrics.effective_endpoint if settings.mode == "otlp" and settings.metrics.enabled else None,
-        metrics_url=metrics_url,
-        owns_providers=tracer_provider is not None or meter_provider is not None,
-    )
-    _log.info("qt-telemetry initialised: %s", info)
-    return _Installed(info, settings, tracer_provider, meter_provider, stop_server)
+    engine = sdk_engine_for_installed_providers(settings)
+    assert engine is not None
 
+    def flush(timeout: float) -> bool:
+        def work(deadline: float) -> bool:
+            ok = True
+            for provider in (created_tp, created_mp):
+                if provider is not None:
+                    ok = bool(provider.force_flush(_millis_left(deadline))) and ok
+            return ok
 
-def _resource(settings: Settings) -> Resource:
-    attributes: dict[str, Any] = dict(settings.resource_attributes)
-    if settings.service_name:
-        attributes[SERVICE_NAME] = settings.service_name
-    resource = Resource.create(attributes)
-    extra: dict[str, Any] = {}
-    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        extra[SERVICE_NAME] = _config.DEFAULT_SERVICE_NAME
-    if SERVICE_INSTANCE_ID not in resource.attributes:
-        # Two bots with the same service name must stay two series in Prometheus.
-        extra[SERVICE_INSTANCE_ID] = str(uuid.uuid4())
-    return resource.merge(Resource(extra)) if extra else resource
+        return _bounded(timeout, "force_flush", work)
 
+    def close(timeout: float) -> bool:
+        def work(deadline: float) -> bool:
+            ok = flush(max(0.0, deadline - time.monotonic()))
+            if created_tp is not None:
+                created_tp.shutdown()
+            if created_mp is not None:
+                created_mp.shutdown(timeout_millis=_millis_left(deadline))
+            return ok
 
-def _span_processors(settings: Settings) -> list[SpanProcessor]:
-    processors: list[SpanProcessor] = []
-    if settings.mode == "otlp" and settings.traces.enabled:
-        processors.append(BatchSpanProcessor(_span_exporter(settings)))
-    if settings.console:
-        from qt_telemetry._console import TraceSummaryExporter
+        try:
+            return _bounded(timeout, "shutdown", work)
+        finally:
+            if stop_server is not None:
+                stop_server()
+            if listen is not None:
+                listen.close()
 
-        processors.append(BatchSpanProcessor(TraceSummaryExporter(), schedule_delay_millis=500))
-    return processors
-
-
-def _headers(settings: Settings) -> dict[str, str] | None:
-    """The ``headers`` argument, or None so the exporter reads OTEL_EXPORTER_OTLP_HEADERS itself."""
-    return dict(settings.headers) if settings.headers is not None else None
+    owns = created_tp is not None or created_mp is not None
+    return Installed(_info(settings, resource, _metrics_url(listen), owns, "sdk"), settings, engine, close, flush)
 
 
-def _span_exporter(settings: Settings) -> Any:
-    sig = settings.traces
-    if sig.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+def sdk_engine_for_installed_providers(settings: Settings | None = None) -> SdkEngine | None:
+    """An ``sdk`` engine on whatever providers are installed globally right now."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider):
+        return None
+    from qt_telemetry._convert import SCOPE
 
-        return GrpcSpanExporter(endpoint=sig.endpoint, headers=_headers(settings))
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
-
-    return HttpSpanExporter(endpoint=sig.endpoint, headers=_headers(settings))
-
-
-def _metric_exporter(settings: Settings) -> Any:
-    sig = settings.metrics
-    if sig.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-            OTLPMetricExporter as GrpcMetricExporter,
-        )
-
-        return GrpcMetricExporter(endpoint=sig.endpoint, headers=_headers(settings))
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
-
-    return HttpMetricExporter(endpoint=sig.endpoint, headers=_headers(settings))
+    s = settings or _config.resolve(mode="none")
+    converter = Converter(
+        redactor=Redactor(s.secret_keys, s.secret_patterns, s.secret_values), max_label_values=s.max_label_values,
+        slow_order_seconds=s.slow_order_seconds, trace_keep_ratio=s.trace_keep_ratio,
+        base_resource=base_resource(s), meters=lambda _resource: metrics.get_meter_provider(), spans=None,
+        remote=False)
+    return SdkEngine(provider.get_tracer(SCOPE.name, SCOPE.version), converter)
 
 
-def _local_metrics(settings: Settings) -> tuple[MetricReader, Callable[[], None], str]:
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import CollectorRegistry, start_http_server
+# --- pieces ---------------------------------------------------------------------------------------------
 
-    registry = CollectorRegistry(auto_describe=True)
-    reader = PrometheusMetricReader(registry=registry)
+def _gauge_tick() -> list[tuple[Any, ...]]:
+    """The pump's periodic snapshot of the board: callbacks evaluated here, off the trading thread."""
+    out = []
+    for name, key, value in STATE.board.all():
+        if callable(value):
+            try:
+                value = value()
+            except Exception:  # noqa: BLE001 - a user callback must not break the pump
+                _safety.telemetry_error("gauge_callback_failed")
+                continue
+            if value is None:
+                _safety.telemetry_error("gauge_callback_none")
+                continue
+            number = finite(value)
+            if number is None:
+                _safety.telemetry_error("gauge_bad_value")
+                continue
+            value = number
+        out.append((GAUGE, name, dict(key), value))
+    return out
+
+
+def _metrics_socket(settings: Settings) -> socket.socket:
+    """Bind /metrics now, so a busy port is an error at init() and port 0 has a known number."""
+    host = settings.metrics_host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        server, thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+        return socket.create_server((host, settings.metrics_port), family=family)
     except OSError as exc:
         raise ConfigurationError(
-            f"metrics_port={settings.metrics_port}: cannot serve /metrics on {settings.metrics_host} ({exc}); "
-            f"pick a free port with {_config.QT_TELEMETRY_METRICS_PORT}") from exc
-    port = server.server_port
-    host = settings.metrics_host
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/metrics"
-    set_local_registry(registry)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=1)
-        set_local_registry(None)
-
-    return reader, stop, url
+            f"metrics_port={settings.metrics_port}: cannot serve /metrics on {host} ({exc}); pick a free port with "
+            f"{_config.QT_TELEMETRY_METRICS_PORT}") from exc
 
 
-_local_registry: Any = None
+def _metrics_url(listen: socket.socket | None) -> str | None:
+    if listen is None:
+        return None
+    host, port = listen.getsockname()[:2]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}/metrics"
 
 
-def set_local_registry(registry: Any) -> None:
-    global _local_registry
-    _local_registry = registry
+def _instance(resource: Any) -> Any:
+    from opentelemetry.sdk.resources import Resource
+
+    if SERVICE_INSTANCE_ID in resource.attributes:
+        return Resource({"process.pid": os.getpid()})
+    # Two bots with the same service name must stay two series in Prometheus.
+    import uuid
+
+    return Resource({SERVICE_INSTANCE_ID: str(uuid.uuid4()), "process.pid": os.getpid()})
 
 
-def local_registry() -> Any:
-    """The prometheus_client registry the local mode serves (for the Flask ``/metrics`` route)."""
-    return _local_registry
+def _info(settings: Settings, resource: Any, metrics_url: str | None, owns: bool, engine: str) -> TelemetryInfo:
+    otlp = settings.mode == "otlp"
+    return TelemetryInfo(
+        mode=settings.mode, service_name=str(resource.attributes.get(SERVICE_NAME, _config.DEFAULT_SERVICE_NAME)),
+        traces_endpoint=settings.traces.effective_endpoint if otlp and settings.traces.enabled else None,
+        metrics_endpoint=settings.metrics.effective_endpoint if otlp and settings.metrics.enabled else None,
+        metrics_url=metrics_url, owns_providers=owns, engine=engine)
 
 
-def _is_proxy_meter_provider(provider: object) -> bool:
-    from opentelemetry.metrics._internal import _ProxyMeterProvider
+def _checked_sequence(value: Any, setting: str, kind: type) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | tuple | list):
+        raise ConfigurationError(f"{setting}={value!r}: expected a list of {kind.__name__} objects")
+    for item in value:
+        if not isinstance(item, kind):
+            raise ConfigurationError(f"{setting}: {item!r} is not a {kind.__module__}.{kind.__name__}")
+    return list(value)
 
-    return isinstance(provider, _ProxyMeterProvider)
 
-
-def _flush(state: _Installed, deadline: float) -> bool:
-    ok = True
-    if state.tracer_provider is not None:
-        ok = state.tracer_provider.force_flush(_millis_left(deadline)) and ok
-    if state.meter_provider is not None:
-        ok = bool(state.meter_provider.force_flush(_millis_left(deadline))) and ok
-    return ok
+def _budget(timeout: Any, settings: Settings) -> float:
+    """A run-time timeout argument: a bad one is absorbed (the configured bound is used) and counted."""
+    if timeout is None:
+        return settings.shutdown_timeout_s
+    number = finite(timeout) if not isinstance(timeout, str | bool) else None
+    if number is None or number <= 0 or not math.isfinite(number):
+        _safety.telemetry_error("bad_timeout", f"timeout={timeout!r}")
+        return settings.shutdown_timeout_s
+    return min(number, 600.0)
 
 
 def _millis_left(deadline: float) -> int:
@@ -316,7 +413,7 @@ def _millis_left(deadline: float) -> int:
 
 
 def _bounded(budget: float, what: str, work: Callable[[float], bool]) -> bool:
-    """Run ``work`` on a daemon thread; wait at most ``budget`` seconds for it."""
+    """Run ``work`` on a daemon thread; wait at most ``budget`` seconds for it (the SDK's own calls retry)."""
     deadline = time.monotonic() + budget
     result: list[bool] = []
 
@@ -331,23 +428,39 @@ def _bounded(budget: float, what: str, work: Callable[[float], bool]) -> bool:
     worker.start()
     worker.join(budget)
     if worker.is_alive() or not result:
-        _log.warning("qt-telemetry %s did not finish within %.1fs (collector unreachable?); unexported "
-                     "telemetry was dropped", what, budget)
+        _log.warning("qt-telemetry %s did not finish within %.1fs (collector unreachable?); unexported telemetry "
+                     "was dropped", what, budget)
         return False
     return result[0]
 
 
-def _register_atexit() -> None:
-    global _atexit_registered
-    if not _atexit_registered:
-        atexit.register(shutdown)
-        _atexit_registered = True
+# --- exit and fork ---------------------------------------------------------------------------------------
+
+_exit_registered = False
+
+
+def _at_exit() -> None:
+    """At interpreter exit — and in multiprocessing children, which skip atexit: hand over, never wait long."""
+    if STATE.installed is not None:
+        shutdown(_EXIT_BUDGET_S)
+
+
+def _register_exit() -> None:
+    global _exit_registered
+    if _exit_registered:
+        return
+    _exit_registered = True
+    atexit.register(_at_exit)
+    register = getattr(threading, "_register_atexit", None)  # runs in threading._shutdown(), also in mp children
+    if register is not None:
+        try:
+            register(_at_exit)
+        except RuntimeError:  # already shutting down
+            pass
 
 
 def _reset_for_tests() -> None:
-    """Forget the installed state without touching OTel globals (the testing module resets those)."""
-    global _installed
-    with _lock:
-        state, _installed = _installed, None
-    if state is not None and state.stop_server is not None:
-        state.stop_server()
+    """Shut down whatever init() set up, quickly (the testing module resets the OTel globals)."""
+    installed = STATE.installed
+    if installed is not None:
+        shutdown(1.0)

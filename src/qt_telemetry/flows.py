@@ -8,21 +8,19 @@ continue a trace started in another service: pass the extracted context (or the 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind
 
 from qt_telemetry import semconv
-from qt_telemetry._runtime import RUNTIME
-from qt_telemetry._safety import attribute_value, finite, span_attributes, telemetry_error
-from qt_telemetry._spans import is_cancellation, record_error
+from qt_telemetry._records import finite, plain, text
+from qt_telemetry._safety import telemetry_error
+from qt_telemetry._scope import SpanScope
+from qt_telemetry._state import STATE
 
 _CURRENT_FLOW: ContextVar[TradeFlow | None] = ContextVar("qt_telemetry_flow", default=None)
 
@@ -39,69 +37,44 @@ def current_flow() -> TradeFlow | None:
     return _CURRENT_FLOW.get()
 
 
-class _SpanScope:
-    """A span made current for a ``with``/``async with`` block; absorbs its own telemetry failures."""
+def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """User keyword attributes, record-safe (secret names are refused later, with every other attribute)."""
+    out = {}
+    for key, value in attributes.items():
+        clean = plain(value)
+        if clean is not None:
+            out[key] = clean
+    return out
 
-    _name: str
-    _kind: SpanKind = SpanKind.INTERNAL
 
-    def __init__(self) -> None:
-        self.span: Span = trace.INVALID_SPAN
-        self._token: object = None
-        self._started = 0.0
-        self.outcome: str | None = None
+class _Block(SpanScope):
+    """A scope used as ``with``/``async with``."""
 
-    # subclasses provide these
     def _parent(self) -> Context | None:
         return None
 
-    def _attributes(self) -> dict[str, Any]:
-        return {}
-
-    def _labels(self) -> dict[str, Any]:
-        return {}
-
-    def _entered(self) -> None:
+    def _opening(self) -> None:
         pass
 
-    def _finished(self, outcome: str, elapsed: float) -> None:
+    def _closing(self) -> None:
         pass
 
     def __enter__(self) -> Any:
-        self._started = time.perf_counter()
-        try:
-            tracer = RUNTIME.instruments().tracer
-            self.span = tracer.start_span(self._name, context=self._parent(), kind=self._kind,
-                                          attributes=self._attributes())
-            self._token = otel_context.attach(trace.set_span_in_context(self.span))
-            self._entered()
-        except Exception as exc:  # noqa: BLE001
-            telemetry_error("flow_span_failed", repr(exc))
+        self._opening()
+        engine = STATE.active()
+        if engine is not None:
+            self.open(engine, self._parent())
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
-            if exc is not None:
-                if is_cancellation(exc):
-                    self.outcome = semconv.OUTCOME_CANCELLED
-                else:
-                    record_error(self.span, exc)
-                    self.outcome = semconv.OUTCOME_ERROR
-            outcome = self.outcome or semconv.OUTCOME_OK
-            self.span.set_attribute(semconv.OUTCOME, outcome)
-            # Inside the span, so the duration's exemplar points at this trace.
-            self._finished(outcome, time.perf_counter() - self._started)
-        except Exception as inner:  # noqa: BLE001
-            telemetry_error("flow_span_failed", repr(inner))
+            if self.engine is not None:
+                self.close(exc)
+            elif exc is not None and self.outcome is None:
+                self.outcome = semconv.OUTCOME_ERROR
         finally:
-            try:
-                if self._token is not None:
-                    otel_context.detach(self._token)  # type: ignore[arg-type]
-                    self._token = None
-                self.span.end()
-            except Exception as inner:  # noqa: BLE001
-                telemetry_error("flow_span_failed", repr(inner))
+            self._closing()
 
     async def __aenter__(self) -> Any:
         return self.__enter__()
@@ -110,58 +83,47 @@ class _SpanScope:
                         tb: TracebackType | None) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    def set_attribute(self, key: str, value: Any) -> None:
-        """Add an attribute to this span (secret-looking keys and None values are dropped)."""
-        for k, v in span_attributes([(key, value)]).items():
-            self.span.set_attribute(k, v)
-
     @property
     def trace_id(self) -> str:
         """This span's trace id as 32 hex digits (what Tempo and the exemplars show)."""
-        return f"{self.span.get_span_context().trace_id:032x}"
+        return self.trace_id_hex
 
 
-class Stage(_SpanScope):
+class Stage(_Block):
     """One stage of a trade flow; a context manager (sync and async)."""
 
     def __init__(self, flow: TradeFlow, stage: str, attributes: Mapping[str, Any]) -> None:
-        super().__init__()
+        super().__init__({semconv.STAGE: stage, semconv.SYMBOL: flow.symbol, semconv.STRATEGY: flow.strategy,
+                          **clean_attributes(attributes)})
         self.flow = flow
         self.stage = stage
-        self._name = _STAGE_SPANS[stage]
-        self._extra = span_attributes(attributes.items())
+        self.name = _STAGE_SPANS[stage]
 
     def _parent(self) -> Context | None:
-        return trace.set_span_in_context(self.flow.span)
+        return trace.set_span_in_context(self.flow) if self.flow.engine is not None else None
 
-    def _attributes(self) -> dict[str, Any]:
-        return {semconv.STAGE: self.stage, semconv.SYMBOL: self.flow.symbol,
-                semconv.STRATEGY: self.flow.strategy, **self._extra}
-
-    def _finished(self, outcome: str, elapsed: float) -> None:
-        RUNTIME.record(semconv.STAGE_DURATION, elapsed, {
-            semconv.STRATEGY: self.flow.strategy, semconv.SYMBOL: self.flow.symbol,
-            semconv.STAGE: self.stage, semconv.OUTCOME: outcome,
-        })
-        if outcome == semconv.OUTCOME_ERROR and self.flow.outcome is None:
+    def finishing(self) -> None:
+        if self.outcome == semconv.OUTCOME_ERROR and self.flow.outcome is None:
             self.flow.outcome = semconv.OUTCOME_ERROR
 
 
-class TradeFlow(_SpanScope):
+class TradeFlow(_Block):
     """The root span of one trade. Use :func:`trade_flow` to make one."""
 
-    _name = semconv.SPAN_TRADE
+    name = semconv.SPAN_TRADE
 
     def __init__(self, symbol: Any, strategy: Any, trade_id: Any, parent: Context | Mapping[str, str] | None,
                  attributes: Mapping[str, Any]) -> None:
-        super().__init__()
-        self.symbol = str(symbol) if symbol is not None else semconv.UNKNOWN_VALUE
-        self.strategy = str(strategy) if strategy is not None else semconv.UNKNOWN_VALUE
-        self.trade_id = attribute_value(trade_id)
+        self.symbol = text(symbol) or semconv.UNKNOWN_VALUE
+        self.strategy = text(strategy) or semconv.UNKNOWN_VALUE
+        attrs = {semconv.SYMBOL: self.symbol, semconv.STRATEGY: self.strategy, **clean_attributes(attributes)}
+        tid = plain(trade_id)
+        if tid is not None:
+            attrs[semconv.TRADE_ID] = tid
+        super().__init__(attrs)
         self.reference_price: float | None = None
         self.reject_reason: str | None = None
         self._remote_parent = parent
-        self._extra = span_attributes(attributes.items())
         self._flow_token: Token[TradeFlow | None] | None = None
 
     def _parent(self) -> Context | None:
@@ -170,33 +132,26 @@ class TradeFlow(_SpanScope):
             return parent
         from qt_telemetry.propagation import extract
 
-        return extract(parent)
+        return extract(parent)  # type: ignore[arg-type]
 
-    def _attributes(self) -> dict[str, Any]:
-        attrs: dict[str, Any] = {semconv.SYMBOL: self.symbol, semconv.STRATEGY: self.strategy, **self._extra}
-        if self.trade_id is not None:
-            attrs[semconv.TRADE_ID] = self.trade_id
-        return attrs
-
-    def _entered(self) -> None:
+    def _opening(self) -> None:
         self._flow_token = _CURRENT_FLOW.set(self)
 
-    def _finished(self, outcome: str, elapsed: float) -> None:
-        if self._flow_token is not None:
+    def _closing(self) -> None:
+        token, self._flow_token = self._flow_token, None
+        if token is not None:
             try:
-                _CURRENT_FLOW.reset(self._flow_token)
+                _CURRENT_FLOW.reset(token)
             except ValueError:  # exited in another context than entered: just clear it
                 _CURRENT_FLOW.set(None)
-            self._flow_token = None
+
+    def finishing(self) -> None:
         if self.reject_reason is not None:
-            self.span.set_attribute(semconv.REASON, self.reject_reason)
-        labels = {semconv.STRATEGY: self.strategy, semconv.SYMBOL: self.symbol, semconv.OUTCOME: outcome}
-        RUNTIME.record(semconv.TRADE_DURATION, elapsed, labels)
-        RUNTIME.count(semconv.TRADES, labels)
+            self.attributes[semconv.REASON] = self.reject_reason
 
     # --- the four stages ------------------------------------------------------------------------------
-    def signal(self, *, confidence: float | None = None, direction: str | None = None,
-               reference_price: float | None = None, **attributes: Any) -> Stage:
+    def signal(self, *, confidence: Any = None, direction: Any = None, reference_price: Any = None,
+               **attributes: Any) -> Stage:
         """The signal stage. ``reference_price`` is what fills' slippage is measured against."""
         extra: dict[str, Any] = dict(attributes)
         if confidence is not None:
@@ -204,10 +159,12 @@ class TradeFlow(_SpanScope):
         if direction is not None:
             extra[semconv.SIGNAL_DIRECTION] = direction
         if reference_price is not None:
-            price = finite(reference_price, "bad_reference_price")
+            price = finite(reference_price)
             if price is not None and price > 0:
                 self.reference_price = price
                 extra[semconv.SIGNAL_REFERENCE_PRICE] = price
+            else:
+                telemetry_error("bad_reference_price")
         return Stage(self, "signal", extra)
 
     def entry(self, **attributes: Any) -> Stage:
@@ -222,10 +179,10 @@ class TradeFlow(_SpanScope):
         """The exit stage: closing the position."""
         return Stage(self, "exit", attributes)
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: Any) -> None:
         """Mark the trade as rejected (e.g. by a risk rule); the root span and trade counter show it."""
         self.outcome = semconv.OUTCOME_REJECTED
-        self.reject_reason = str(reason)[:64]
+        self.reject_reason = text(reason) or "rejected"
 
 
 def trade_flow(*, symbol: Any, strategy: Any, trade_id: Any = None,

@@ -1,30 +1,29 @@
 """Order placement (``@traced_order``) and the order lifecycle after it (ack, fills, cancels, rejects).
 
-One placement call is one span; its latency is recorded *inside* the span so the histogram's exemplar carries
-the span's trace id, which is what lets Grafana jump from a slow bucket to the trace. Fills usually arrive later
-on another callback or thread: they rejoin the placement's trace through a bounded store keyed by client order id.
+One placement call is one ``qt.order.place`` span; its latency histogram (whose count is the number of orders by
+outcome) carries the span's ids as its exemplar, which is what lets Grafana jump from a slow bucket to the trace.
+Fills usually arrive later, on another callback or thread — or before the placement call has even returned:
+they rejoin the order's trace through a bounded store keyed by client order id, filled when placement starts.
 """
 
 from __future__ import annotations
 
-import inspect
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
-import wrapt
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
 from qt_telemetry import semconv
 from qt_telemetry._callargs import ArgumentReader
-from qt_telemetry._runtime import RUNTIME, Instruments
-from qt_telemetry._safety import attribute_value, finite, span_attributes, telemetry_error
-from qt_telemetry._spans import is_cancellation, record_error
+from qt_telemetry._config import ConfigurationError
+from qt_telemetry._orderstore import OrderRecord, OrderStore
+from qt_telemetry._records import finite, plain, text
+from qt_telemetry._safety import telemetry_error
+from qt_telemetry._scope import SpanScope, link_to_current
+from qt_telemetry._state import STATE
+from qt_telemetry._wrapping import traced
 from qt_telemetry.flows import current_flow
 
 P = ParamSpec("P")
@@ -37,18 +36,80 @@ ORDER_FIELDS: Mapping[str, tuple[str, ...]] = {
     semconv.ORDER_QUANTITY: ("quantity", "qty", "size", "amount", "volume"),
     semconv.ORDER_TYPE: ("order_type", "type", "ord_type", "kind"),
     semconv.ORDER_PRICE: ("price", "limit_price", "px"),
-    semconv.ORDER_CLIENT_ID: ("client_order_id", "client_id", "cl_ord_id", "clordid", "newClientOrderId"),
+    semconv.ORDER_CLIENT_ID: ("client_order_id", "client_id", "cl_ord_id", "clordid", "newClientOrderId",
+                              "clientOrderId"),
     semconv.VENUE: ("venue", "exchange"),
 }
 _RESULT_ORDER_ID = ("order_id", "orderId", "exchange_order_id", "id")
-_METRIC_FIELDS = (semconv.VENUE, semconv.SYMBOL, semconv.SIDE, semconv.ORDER_TYPE)
+#: What an order's updates repeat from the order itself (their metric labels and span context).
+_CARRIED = (semconv.VENUE, semconv.SYMBOL, semconv.SIDE, semconv.ORDER_QUANTITY, semconv.STRATEGY,
+            semconv.PEER_SERVICE)
+ORDER_STORE: OrderStore = STATE.orders
+
+
+class OrderCall(SpanScope):
+    """The span of one placement. Remembered by client order id from its start, so early fills find it."""
+
+    name = semconv.SPAN_ORDER
+    kind = SpanKind.CLIENT
+
+    def __init__(self, attributes: dict[str, Any], reference_price: float | None = None) -> None:
+        super().__init__(attributes)
+        self.reference_price = reference_price
+        self.record: OrderRecord | None = None
+        self.client_id: str | None = None
+
+    def open(self, engine: Any, parent: Any = None) -> None:
+        super().open(engine, parent)
+        client_id = self.attributes.get(semconv.ORDER_CLIENT_ID)
+        if client_id is not None:
+            try:
+                self.client_id = str(client_id)
+                self.record = OrderRecord(self.tid, self.sid, self.sampled,
+                                          {k: self.attributes[k] for k in _CARRIED if k in self.attributes},
+                                          reference_price=self.reference_price)
+                STATE.orders.remember(self.client_id, self.record)
+            except Exception as exc:  # noqa: BLE001
+                telemetry_error("order_store_failed", repr(exc))
+
+    def reject(self, reason: Any) -> None:
+        """The venue refused the order (e.g. insufficient funds): outcome ``rejected`` with a short reason."""
+        self.outcome = semconv.OUTCOME_REJECTED
+        self.attributes[semconv.REASON] = text(reason) or "rejected"
+
+    def set_result(self, result: Any) -> None:
+        """Read the venue's order id from what placement returned (a dict or an object)."""
+        order_id = _result_order_id(result)
+        if order_id is not None:
+            self.attributes[semconv.ORDER_ID] = order_id
+
+    def finishing(self) -> None:
+        if self.outcome == semconv.OUTCOME_REJECTED and self.status_code == 0:
+            self.status_code = StatusCode.ERROR.value
+            self.status_message = f"order rejected: {self.attributes.get(semconv.REASON)}"
+        if self.outcome != semconv.OUTCOME_OK and self.client_id is not None:
+            STATE.orders.forget(self.client_id, self.record)  # no fills follow a failed placement
+
+
+def start_order(engine: Any, attributes: dict[str, Any]) -> OrderCall:
+    """An order scope with the flow's strategy, symbol and reference price (used by integrations too)."""
+    reference = None
+    flow = current_flow()
+    if flow is not None:
+        attributes.setdefault(semconv.STRATEGY, flow.strategy)
+        attributes.setdefault(semconv.SYMBOL, flow.symbol)
+        reference = flow.reference_price
+    venue = attributes.get(semconv.VENUE)
+    if venue is not None:
+        attributes[semconv.PEER_SERVICE] = venue  # Tempo's service graph draws bot -> venue edges from it
+    return OrderCall(attributes, reference)
 
 
 @overload
 def traced_order(func: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
 def traced_order(
-    *, venue: str | None = None, attributes: Mapping[str, Any] | None = None
+    *, venue: str | None = None, attributes: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -57,220 +118,93 @@ def traced_order(
     /,
     *,
     venue: str | None = None,
-    attributes: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
-    """Trace an order-placement function: one ``qt.order.place`` span per call, latency and outcome metrics.
+    """Trace an order-placement function: one ``qt.order.place`` span per call, latency by outcome.
 
     Use bare (``@traced_order``) or with options (``@traced_order(venue="binance")``) on sync or async
-    functions and methods. Symbol, side, quantity, order type, price and client order id are read from the
-    arguments by parameter name (or from an ``order``/``request`` argument's fields). An exception marks the
-    span ERROR, records a (redacted) exception event and is re-raised unchanged.
+    functions, generators, methods, partials and callable objects. Symbol, side, quantity, order type, price and
+    client order id are read from the arguments by parameter name (or from an ``order``/``request`` argument's
+    fields); only those names are read. An exception marks the span ERROR with a (redacted) exception event and
+    is re-raised unchanged; the return value is passed through as it is.
     """
-    static = span_attributes((attributes or {}).items())
+    if venue is not None and not isinstance(venue, str):
+        raise ConfigurationError(f"venue={venue!r}: expected a string")
+    static = _static_attributes(attributes)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        if not callable(fn):
+            raise ConfigurationError(f"traced_order: {fn!r} is not callable")
         reader = ArgumentReader(fn, ORDER_FIELDS)
-        function_name = getattr(fn, "__qualname__", getattr(fn, "__name__", "order"))
+        function_name = plain(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)) or "order"
         fixed = {**static, semconv.CODE_FUNCTION: function_name}
         if venue is not None:
             fixed[semconv.VENUE] = venue
 
-        if inspect.iscoroutinefunction(fn):
-            @wrapt.decorator
-            async def async_wrapper(wrapped: Callable[..., Awaitable[Any]], instance: Any,
-                                    args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                inst = RUNTIME.instruments()
-                if not inst.enabled:
-                    return await wrapped(*args, **kwargs)
-                call = _OrderCall.start(inst, reader, fixed, instance, args, kwargs)
-                try:
-                    result = await wrapped(*args, **kwargs)
-                except BaseException as exc:
-                    call.fail(exc)
-                    raise
-                call.succeed(result)
-                return result
+        def make(engine: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> OrderCall:
+            found = reader.read(instance is not None, args, kwargs)
+            found.update(fixed)  # the decorator's venue wins over a 'venue' argument
+            return start_order(engine, found)
 
-            return async_wrapper(fn)
-
-        @wrapt.decorator
-        def sync_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                         kwargs: dict[str, Any]) -> Any:
-            inst = RUNTIME.instruments()
-            if not inst.enabled:  # before init(): the no-op path costs one lookup
-                return wrapped(*args, **kwargs)
-            call = _OrderCall.start(inst, reader, fixed, instance, args, kwargs)
-            try:
-                result = wrapped(*args, **kwargs)
-            except BaseException as exc:
-                call.fail(exc)
-                raise
-            call.succeed(result)
-            return result
-
-        return sync_wrapper(fn)
+        return traced(fn, make, _read_result)  # type: ignore[no-any-return]
 
     if func is not None:
         return decorate(func)
     return decorate
 
 
-class _OrderCall:
-    """The telemetry side of one placement call. Every method absorbs its own failures."""
+def _static_attributes(attributes: Any) -> dict[str, Any]:
+    if attributes is None:
+        return {}
+    try:
+        items = list(attributes.items()) if isinstance(attributes, Mapping) else list(attributes)
+        out = {}
+        for key, value in items:
+            if not isinstance(key, str) or not key:
+                raise ValueError(key)
+            clean = plain(value)
+            if clean is not None:
+                out[key] = clean
+        return out
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"attributes={attributes!r}: expected a mapping (or pairs) of names to "
+                                 "values") from None
 
-    __slots__ = ("span", "token", "started", "labels", "client_id", "attrs", "inst", "reference_price")
-    span: trace.Span | None
-    token: object
-    started: float
-    labels: dict[str, Any]
-    client_id: Any
-    attrs: dict[str, Any]
-    inst: Instruments
-    reference_price: float | None
 
-    @classmethod
-    def start(cls, inst: Instruments, reader: ArgumentReader, fixed: Mapping[str, Any], instance: Any,
-              args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _OrderCall:
-        self = cls.__new__(cls)
-        self.span = None
-        self.token = None
-        self.inst = inst
-        self.reference_price = None
-        self.started = time.perf_counter()
-        try:
-            raw = reader.read(instance is not None, args, kwargs)
-            attrs: dict[str, Any] = {}
-            for key, value in raw.items():
-                clean = attribute_value(value)
-                if clean is not None:
-                    attrs[key] = clean
-            attrs.update(fixed)  # the decorator's venue wins over a 'venue' argument
-            if semconv.VENUE in attrs:
-                attrs[semconv.PEER_SERVICE] = attrs[semconv.VENUE]
-            flow = current_flow()
-            if flow is not None:
-                attrs.setdefault(semconv.STRATEGY, flow.strategy)
-                attrs.setdefault(semconv.SYMBOL, flow.symbol)
-                self.reference_price = flow.reference_price
-            self.attrs = attrs
-            self.labels = {k: attrs.get(k) for k in _METRIC_FIELDS}
-            self.client_id = attrs.get(semconv.ORDER_CLIENT_ID)
-            self.span = inst.tracer.start_span(semconv.SPAN_ORDER, kind=SpanKind.CLIENT, attributes=attrs)
-            self.token = otel_context.attach(trace.set_span_in_context(self.span))
-        except Exception as exc:  # noqa: BLE001
-            telemetry_error("order_span_failed", repr(exc))
-            self.attrs = {}
-            self.labels = {}
-            self.client_id = None
-        return self
-
-    def succeed(self, result: Any) -> None:
-        try:
-            order_id = _result_order_id(result)
-            if order_id is not None and self.span is not None:
-                self.span.set_attribute(semconv.ORDER_ID, order_id)
-            self._finish(semconv.OUTCOME_OK, None)
-        except Exception as exc:  # noqa: BLE001
-            telemetry_error("order_span_failed", repr(exc))
-
-    def fail(self, exc: BaseException) -> None:
-        try:
-            cancelled = is_cancellation(exc)
-            if self.span is not None:
-                if cancelled:
-                    self.span.set_attribute(semconv.OUTCOME, semconv.OUTCOME_CANCELLED)
-                else:
-                    record_error(self.span, exc)
-            self._finish(semconv.OUTCOME_CANCELLED if cancelled else semconv.OUTCOME_ERROR,
-                         None if cancelled else type(exc).__qualname__)
-        except Exception as inner:  # noqa: BLE001
-            telemetry_error("order_span_failed", repr(inner))
-
-    def _finish(self, outcome: str, error_type: str | None) -> None:
-        elapsed = time.perf_counter() - self.started
-        labels = dict(self.labels)
-        labels[semconv.OUTCOME] = outcome
-        if error_type is not None:
-            labels[semconv.ERROR_TYPE] = error_type
-        labels = RUNTIME.labels.attributes(labels)  # bounded once for both instruments
-        span = self.span
-        if span is not None:
-            span.set_attribute(semconv.OUTCOME, outcome)
-        # Inside the span: the exemplar of this measurement carries the span's trace and span id.
-        self.inst.record(semconv.ORDER_LATENCY, elapsed, labels)
-        if span is not None:
-            if outcome == semconv.OUTCOME_OK and self.client_id is not None:
-                ORDER_STORE.remember(str(self.client_id), span.get_span_context(), self.attrs, self.reference_price)
-            if self.token is not None:
-                otel_context.detach(self.token)  # type: ignore[arg-type]
-            span.end()
+def _read_result(scope: SpanScope, result: Any) -> None:
+    if isinstance(scope, OrderCall):
+        scope.set_result(result)
 
 
 def _result_order_id(result: Any) -> Any:
     if result is None:
         return None
     for key in _RESULT_ORDER_ID:
-        if isinstance(result, Mapping):
-            value = result.get(key)
-        else:
-            value = getattr(result, key, None)
-            if callable(value):
-                value = None
+        try:
+            if isinstance(result, Mapping):
+                value = result.get(key)
+            else:
+                value = getattr(result, key, None)
+                if callable(value):
+                    value = None
+        except Exception:  # noqa: BLE001 - a result whose __getattr__ raises is still the user's result
+            return None
         if value is not None:
-            return attribute_value(value)
+            return plain(value)
     return None
 
 
 # --- the order lifecycle after placement ----------------------------------------------------------------
 
-@dataclass
-class _OrderRecord:
-    context: SpanContext
-    attrs: dict[str, Any]
-    placed: float = field(default_factory=time.monotonic)
-    filled: float = 0.0
-    reference_price: float | None = None
+class OrderUpdate(SpanScope):
+    """An ack, fill, cancel or reject: a short span under the order's span (or linked to the current one)."""
 
-
-class OrderStore:
-    """Bounded map client order id -> placement span context. Oldest entries go first; it cannot leak."""
-
-    def __init__(self, max_orders: int = 10_000) -> None:
-        self.max_orders = max_orders
-        self._orders: OrderedDict[str, _OrderRecord] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def remember(self, client_order_id: str, context: SpanContext, attrs: Mapping[str, Any],
-                 reference_price: float | None = None) -> None:
-        record = _OrderRecord(context, dict(attrs), reference_price=reference_price)
-        with self._lock:
-            self._orders[client_order_id] = record
-            self._orders.move_to_end(client_order_id)
-            while len(self._orders) > self.max_orders:
-                self._orders.popitem(last=False)
-
-    def get(self, client_order_id: str) -> _OrderRecord | None:
-        with self._lock:
-            return self._orders.get(client_order_id)
-
-    def forget(self, client_order_id: str) -> None:
-        with self._lock:
-            self._orders.pop(client_order_id, None)
-
-    def __len__(self) -> int:
-        return len(self._orders)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._orders.clear()
-
-
-ORDER_STORE = OrderStore()
+    name = semconv.SPAN_ORDER_EVENT
 
 
 def order_acknowledged(client_order_id: Any, *, order_id: Any = None, **attributes: Any) -> None:
     """The venue acknowledged the order (joins the placement's trace)."""
-    _order_event("ack", client_order_id, reason=None, extra={semconv.ORDER_ID: order_id, **attributes})
+    _order_event(semconv.ORDER_ACK, client_order_id, None, {semconv.ORDER_ID: order_id, **attributes})
 
 
 def order_filled(client_order_id: Any, *, quantity: Any, price: Any, final: bool | None = None,
@@ -280,80 +214,93 @@ def order_filled(client_order_id: Any, *, quantity: Any, price: Any, final: bool
     ``final`` defaults to "the filled quantity reached the ordered quantity" (or True when unknown).
     Slippage is measured against ``reference_price``, else the trade flow's signal reference price.
     """
-    try:
-        key = None if client_order_id is None else str(client_order_id)
-        record = ORDER_STORE.get(key) if key is not None else None
-        qty = finite(quantity, "bad_fill_quantity")
-        px = finite(price, "bad_fill_price")
-        if record is not None and qty is not None:
-            record.filled += qty
-        if final is None:
-            ordered = finite(record.attrs.get(semconv.ORDER_QUANTITY), "bad_order_quantity") if record else None
-            final = ordered is None or record is None or record.filled >= ordered - 1e-12
-        event = "fill" if final else "partial_fill"
-        ref = finite(reference_price, "bad_reference_price") if reference_price is not None else (
-            record.reference_price if record is not None else None)
-        extra = {semconv.FILL_QUANTITY: qty, semconv.FILL_PRICE: px, **attributes}
-        _order_event(event, client_order_id, reason=None, extra=extra, fill_price=px, reference=ref,
-                     final=bool(final))
-    except Exception as exc:  # noqa: BLE001
-        telemetry_error("order_event_failed", repr(exc))
+    _order_event(semconv.ORDER_FILL, client_order_id, None, attributes, fill=(quantity, price, final,
+                                                                              reference_price))
 
 
-def order_cancelled(client_order_id: Any, *, reason: str | None = None, **attributes: Any) -> None:
+def order_cancelled(client_order_id: Any, *, reason: Any = None, **attributes: Any) -> None:
     """The order was cancelled (by us or the venue)."""
-    _order_event("cancel", client_order_id, reason=reason, extra=attributes, final=True)
+    _order_event(semconv.ORDER_CANCEL, client_order_id, reason, attributes, final=True)
 
 
-def order_rejected(client_order_id: Any, *, reason: str | None = None, **attributes: Any) -> None:
+def order_rejected(client_order_id: Any, *, reason: Any = None, **attributes: Any) -> None:
     """The venue rejected the order after placement; ``reason`` is a short code (e.g. ``insufficient_margin``)."""
-    _order_event("reject", client_order_id, reason=reason, extra=attributes, final=True, error=True)
+    _order_event(semconv.ORDER_REJECT, client_order_id, reason, attributes, final=True)
 
 
-def _order_event(event: str, client_order_id: Any, *, reason: str | None, extra: Mapping[str, Any],
-                 fill_price: float | None = None, reference: float | None = None, final: bool = False,
-                 error: bool = False) -> None:
+def _order_event(event: str, client_order_id: Any, reason: Any, extra: Mapping[str, Any], *,
+                 final: bool = False, fill: tuple[Any, Any, Any, Any] | None = None) -> None:
+    engine = STATE.active()
+    if engine is None:
+        return
     try:
-        key = None if client_order_id is None else str(client_order_id)
-        record = ORDER_STORE.get(key) if key is not None else None
+        key = text(client_order_id, 128)
+        record = STATE.orders.get(key) if key is not None else None
         if key is None:
             telemetry_error("order_event_without_id", event)
         elif record is None:
             telemetry_error("order_not_tracked", event)
-        attrs = dict(record.attrs) if record is not None else {}
+        attrs: dict[str, Any] = dict(record.attributes) if record is not None else {}
         if key is not None:
             attrs[semconv.ORDER_CLIENT_ID] = key
-        attrs.update(span_attributes(extra.items()))
-        attrs[semconv.ORDER_EVENT] = event
+        for name, value in extra.items():
+            clean = plain(value)
+            if clean is not None:
+                attrs[name] = clean
         if reason is not None:
-            attrs[semconv.REASON] = str(reason)[:64]
-        labels = {k: attrs.get(k) for k in (semconv.VENUE, semconv.SYMBOL, semconv.SIDE)}
-
-        tracer = RUNTIME.instruments().tracer
-        current = trace.get_current_span().get_span_context()
-        links = [Link(current)] if current.is_valid else []
-        parent = trace.set_span_in_context(NonRecordingSpan(record.context)) if record is not None else None
-        span = tracer.start_span(semconv.SPAN_ORDER_EVENT, context=parent, links=links, attributes=attrs)
-        with trace.use_span(span, end_on_exit=True):
-            if error:
-                span.set_status(Status(StatusCode.ERROR, f"order rejected: {reason}"))
-            RUNTIME.count(semconv.ORDER_EVENTS, {**labels, semconv.ORDER_EVENT: event, semconv.REASON: reason})
-            if fill_price is not None and reference:
-                bps = _slippage_bps(attrs.get(semconv.SIDE), fill_price, reference)
-                if bps is not None:
-                    span.set_attribute(semconv.SLIPPAGE_BPS, bps)
-                    RUNTIME.record(semconv.SLIPPAGE, bps, labels)
-            if event == "fill" and record is not None:
-                RUNTIME.record(semconv.FILL_LATENCY, time.monotonic() - record.placed, labels)
+            attrs[semconv.REASON] = text(reason) or "unknown"
+        if fill is not None:
+            event, final = _fill(record, attrs, *fill)
+        attrs[semconv.ORDER_EVENT] = event
+        update = OrderUpdate(attrs)
+        if event == semconv.ORDER_REJECT:
+            update.status_code = StatusCode.ERROR.value
+            update.status_message = f"order rejected: {attrs.get(semconv.REASON, 'unknown')}"
+        parent = None
+        if record is not None:
+            flags = TraceFlags(TraceFlags.SAMPLED if record.sampled else TraceFlags.DEFAULT)
+            parent = trace.set_span_in_context(NonRecordingSpan(SpanContext(record.trace_id, record.span_id, False,
+                                                                            flags)))
+        update.open(engine, parent, current=False)
+        if record is None:
+            link_to_current(update)
+        update.close()
         if final and key is not None:
-            ORDER_STORE.forget(key)
+            STATE.orders.forget(key, record)
     except Exception as exc:  # noqa: BLE001
         telemetry_error("order_event_failed", repr(exc))
 
 
-def _slippage_bps(side: Any, fill_price: float, reference: float) -> float | None:
+def _fill(record: OrderRecord | None, attrs: dict[str, Any], quantity: Any, price: Any, final: Any,
+          reference_price: Any) -> tuple[str, bool]:
+    qty = finite(quantity)
+    px = finite(price)
+    if qty is None:
+        telemetry_error("bad_fill_quantity")
+    if px is None:
+        telemetry_error("bad_fill_price")
+    attrs[semconv.FILL_QUANTITY] = qty
+    attrs[semconv.FILL_PRICE] = px
+    if record is not None and qty is not None:
+        record.filled += qty
+    if final is None:
+        ordered = finite(record.attributes.get(semconv.ORDER_QUANTITY)) if record is not None else None
+        final = ordered is None or record is None or record.filled >= ordered - 1e-12
+    final = bool(final) if isinstance(final, bool | int) else True
+    ref = finite(reference_price) if reference_price is not None else (
+        record.reference_price if record is not None else None)
+    if px is not None and ref:
+        bps = slippage_bps(attrs.get(semconv.SIDE), px, ref)
+        if bps is not None:
+            attrs[semconv.SLIPPAGE_BPS] = bps
+    if final and record is not None:
+        attrs[semconv.FILL_LATENCY_S] = (time.perf_counter_ns() - record.placed_ns) / 1e9
+    return (semconv.ORDER_FILL if final else semconv.ORDER_PARTIAL_FILL), final
+
+
+def slippage_bps(side: Any, fill_price: float, reference: float) -> float | None:
     """Positive = worse than the reference: paid more on a buy, received less on a sell."""
-    direction = str(side or "").lower()
+    direction = (text(side) or "").lower()
     if direction in ("buy", "b", "long", "bid"):
         sign = 1.0
     elif direction in ("sell", "s", "short", "ask", "offer"):
@@ -364,7 +311,5 @@ def _slippage_bps(side: Any, fill_price: float, reference: float) -> float | Non
     return sign * (fill_price - reference) / reference * 10_000.0
 
 
-__all__ = [
-    "ORDER_STORE", "OrderStore", "order_acknowledged", "order_cancelled", "order_filled", "order_rejected",
-    "traced_order",
-]
+__all__ = ["ORDER_STORE", "OrderCall", "OrderStore", "order_acknowledged", "order_cancelled", "order_filled",
+           "order_rejected", "start_order", "traced_order"]

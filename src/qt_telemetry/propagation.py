@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 
@@ -41,6 +40,8 @@ def inject(carrier: MutableMapping[str, str] | None = None, context: Context | N
     """Write the current (or given) trace context into ``carrier`` (a new dict if None) and return it."""
     out: dict[str, str] = {} if carrier is None else carrier  # type: ignore[assignment]
     try:
+        from opentelemetry import propagate  # imported here: a bad OTEL_PROPAGATORS makes its import raise
+
         propagate.inject(out, context=context)
     except Exception as exc:  # noqa: BLE001
         telemetry_error("inject_failed", repr(exc))
@@ -49,9 +50,11 @@ def inject(carrier: MutableMapping[str, str] | None = None, context: Context | N
 
 def extract(carrier: Mapping[Any, Any] | None) -> Context:
     """Read a trace context from message headers; an empty context when there is none or it is malformed."""
-    if not carrier:
-        return Context()
     try:
+        if not carrier or not isinstance(carrier, Mapping):
+            return Context()
+        from opentelemetry import propagate
+
         return propagate.extract(carrier, getter=_GETTER, context=Context())
     except Exception as exc:  # noqa: BLE001
         telemetry_error("extract_failed", repr(exc))

@@ -50,6 +50,8 @@ ACTOR: Final = "actor"
 FEED: Final = "feed"
 ORDER_EVENT: Final = "order.event"
 TELEMETRY_ERROR_KIND: Final = "kind"
+TELEMETRY_SIGNAL: Final = "signal"
+TELEMETRY_REASON: Final = "reason"
 
 # Span-only attributes (high cardinality: never metric labels).
 ORDER_QUANTITY: Final = "order.quantity"
@@ -66,13 +68,19 @@ SIGNAL_REFERENCE_PRICE: Final = "signal.reference_price"
 RISK_VALUE: Final = "risk.value"
 RISK_LIMIT: Final = "risk.limit"
 CODE_FUNCTION: Final = "code.function.name"
+#: Seconds from placement to the final fill (on the fill's update span; the fill-latency histogram reads it).
+FILL_LATENCY_S: Final = "order.fill.latency"
+#: Set on spans whose trace a tail-sampling gateway must keep (error, rejected, slow, risk/kill-switch events,
+#: or the trace id falls in the keep ratio). Exemplars come only from such spans, so none points at a dropped trace.
+SAMPLING_KEEP: Final = "qt.sampling.keep"
+KILL_SWITCH_ACTIVE_ATTR: Final = "kill_switch.active"
 #: The venue as the order span's peer: Tempo's service graph draws bot -> venue edges from it.
 PEER_SERVICE: Final = "peer.service"
 
 #: Keys allowed as metric attributes. Anything else is a span attribute only.
 METRIC_ATTRIBUTE_KEYS: Final = frozenset({
     VENUE, SYMBOL, SIDE, ORDER_TYPE, OUTCOME, STRATEGY, ERROR_TYPE, STAGE, REASON, RISK_RULE, BREAKER,
-    KILL_SWITCH, FEED, ORDER_EVENT, TELEMETRY_ERROR_KIND,
+    KILL_SWITCH, FEED, ORDER_EVENT, TELEMETRY_ERROR_KIND, TELEMETRY_SIGNAL,
 })
 
 # --- outcome values -------------------------------------------------------------------------------------
@@ -101,6 +109,21 @@ STAGES: Final = ("signal", "entry", "execution", "exit")
 EVENT_KILL_SWITCH: Final = "qt.kill_switch.change"
 EVENT_BREAKER: Final = "qt.circuit_breaker.transition"
 EVENT_RISK_REJECTED: Final = "qt.risk.rejected"
+EVENT_EXCEPTION: Final = "exception"
+EVENT_FEED_CONNECTED: Final = "qt.feed.connected"
+EVENT_FEED_DISCONNECTED: Final = "qt.feed.disconnected"
+
+# --- spans that carry one event when no trace is active ---------------------------------------------------
+SPAN_KILL_SWITCH: Final = "qt.kill_switch"
+SPAN_BREAKER: Final = "qt.circuit_breaker"
+SPAN_FEED: Final = "qt.feed"
+
+# --- order lifecycle events -------------------------------------------------------------------------------
+ORDER_ACK: Final = "ack"
+ORDER_PARTIAL_FILL: Final = "partial_fill"
+ORDER_FILL: Final = "fill"
+ORDER_CANCEL: Final = "cancel"
+ORDER_REJECT: Final = "reject"
 
 #: Circuit breaker states and the gauge value each maps to (documented in the README).
 BREAKER_STATE_VALUES: Final = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
@@ -118,6 +141,20 @@ class MetricSpec:
     description: str
     attributes: tuple[str, ...] = ()
     buckets: tuple[float, ...] | None = None
+    #: Attributes left out of the series when the measurement has none (instead of ``unknown``).
+    optional: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"qt(\.[a-z][a-z0-9_]*)+", self.name):
+            raise ValueError(f"metric name {self.name!r}: lowercase, dotted, under 'qt.'")
+        if not re.fullmatch(r"s|1|By|\{[a-z_]+\}", self.unit):
+            raise ValueError(f"{self.name}: unit {self.unit!r} is not 's', '1', 'By' or an annotation like '{{order}}'")
+        if set(re.split(r"[._]", self.name)) & {"seconds", "total", "ms", "ratio", "milliseconds", "bytes"}:
+            raise ValueError(f"{self.name}: the unit belongs in unit=, not in the name")
+        if self.kind == "histogram" and self.buckets is None:
+            raise ValueError(f"{self.name}: a histogram needs bucket boundaries")
+        if not set(self.optional) <= set(self.attributes):
+            raise ValueError(f"{self.name}: optional attributes must be declared attributes")
 
     @property
     def prometheus(self) -> str:
@@ -130,11 +167,11 @@ _ORDER_ATTRS = (VENUE, SYMBOL, SIDE, ORDER_TYPE, OUTCOME, ERROR_TYPE)
 ORDER_LATENCY: Final = MetricSpec(
     "qt.order.latency", "histogram", "s",
     "Order placement latency, measured inside the order span; its count is the number of orders by outcome.",
-    _ORDER_ATTRS, LATENCY_BUCKETS_S)
+    _ORDER_ATTRS, LATENCY_BUCKETS_S, optional=(ERROR_TYPE,))
 ORDER_EVENTS: Final = MetricSpec(
     "qt.order.events", "counter", "{event}",
     "Order lifecycle events after placement (ack, partial_fill, fill, cancel, reject).",
-    (VENUE, SYMBOL, SIDE, ORDER_EVENT, REASON))
+    (VENUE, SYMBOL, SIDE, ORDER_EVENT, REASON), optional=(REASON,))
 FILL_LATENCY: Final = MetricSpec(
     "qt.order.fill.latency", "histogram", "s", "Time from order placement to its final fill.",
     (VENUE, SYMBOL, SIDE), LATENCY_BUCKETS_S)
@@ -159,7 +196,7 @@ KILL_SWITCH_LAST_CHANGE: Final = MetricSpec(
     (KILL_SWITCH,))
 KILL_SWITCH_ACTIVATIONS: Final = MetricSpec(
     "qt.kill_switch.activations", "counter", "{activation}", "Kill switch activations, by reason.",
-    (KILL_SWITCH, REASON))
+    (KILL_SWITCH, REASON), optional=(REASON,))
 BREAKER_STATE: Final = MetricSpec(
     "qt.circuit_breaker.state", "gauge", "{state}", "Circuit breaker state: 0 closed, 0.5 half-open, 1 open.",
     (BREAKER,))
@@ -170,7 +207,7 @@ BREAKER_RESETS: Final = MetricSpec(
     (BREAKER,))
 RISK_CHECKS: Final = MetricSpec(
     "qt.risk.checks", "counter", "{check}", "Risk checks evaluated, by rule and outcome.",
-    (RISK_RULE, OUTCOME, REASON, STRATEGY, SYMBOL))
+    (RISK_RULE, OUTCOME, REASON, STRATEGY, SYMBOL), optional=(REASON,))
 RISK_CHECK_LATENCY: Final = MetricSpec(
     "qt.risk.check.latency", "histogram", "s", "Risk check evaluation time.",
     (RISK_RULE, OUTCOME), CHECK_LATENCY_BUCKETS_S)
@@ -201,6 +238,11 @@ TELEMETRY_ERRORS: Final = MetricSpec(
     "Values the instrumentation dropped, clamped or replaced instead of raising into trading code.",
     (TELEMETRY_ERROR_KIND,))
 
+TELEMETRY_DROPPED: Final = MetricSpec(
+    "qt.telemetry.dropped", "counter", "{item}",
+    "Telemetry dropped on the way out (spans, records, metric points), by signal and reason: never silent.",
+    (TELEMETRY_SIGNAL, TELEMETRY_REASON))
+
 HEARTBEAT: Final = MetricSpec(
     "qt.telemetry.heartbeat", "gauge", "s",
     "Unix time of the SDK's latest export: a dead bot or exporter stops it, so silence is never 'all quiet'.")
@@ -213,7 +255,7 @@ METRICS: Final = {
         KILL_SWITCH_ACTIVE, KILL_SWITCH_LAST_CHANGE, KILL_SWITCH_ACTIVATIONS, BREAKER_STATE, BREAKER_TRIPS,
         BREAKER_RESETS, RISK_CHECKS, RISK_CHECK_LATENCY, DAILY_PNL_USED, OPEN_POSITIONS, MAX_POSITIONS,
         GROSS_EXPOSURE, FEED_CONNECTED, FEED_GAP, FEED_STALENESS, FEED_MESSAGES, FEED_RECONNECTS,
-        TELEMETRY_ERRORS, HEARTBEAT,
+        TELEMETRY_ERRORS, TELEMETRY_DROPPED, HEARTBEAT,
     )
 }
 

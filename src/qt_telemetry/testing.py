@@ -6,7 +6,9 @@
         place_order("BTCUSDT", "buy", 1)
     assert cap.span("qt.order.place").attributes["symbol"] == "BTCUSDT"
 
-The pytest plugin (installed with the package) offers the same as the ``qt_capture`` fixture.
+The capture converts every record synchronously with the very code the exporter process runs (redaction,
+labels, exemplars, what each span yields), so a test sees its telemetry the moment the call returns. The pytest
+plugin (installed with the package) offers the same as the ``qt_capture`` fixture.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
@@ -85,32 +86,46 @@ def reset_globals() -> None:
     from opentelemetry.metrics import _internal as metrics_internal
     from opentelemetry.util._once import Once
 
-    from qt_telemetry import _safety, _setup, risk
-    from qt_telemetry._runtime import RUNTIME
-    from qt_telemetry.orders import ORDER_STORE
+    from qt_telemetry import _setup, logs
+    from qt_telemetry._state import STATE
 
     _setup._reset_for_tests()
+    logs.uninstall()
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     metrics_internal._METER_PROVIDER_SET_ONCE = Once()
     metrics_internal._METER_PROVIDER = None
     metrics_internal._PROXY_METER_PROVIDER = metrics_internal._ProxyMeterProvider()
-    RUNTIME.reset()
-    ORDER_STORE.clear()
-    risk._breaker_states.clear()
-    _safety._reported_kinds.clear()
+    STATE.reset()
 
 
 @contextmanager
-def capture_telemetry() -> Iterator[Capture]:
-    """Install in-memory providers for the block; restore a clean slate afterwards."""
+def capture_telemetry(**settings: Any) -> Iterator[Capture]:
+    """Capture everything recorded in the block; restore a clean slate afterwards.
+
+    Keyword arguments are ``init()`` settings that shape the conversion (e.g. ``trace_keep_ratio=0.1``,
+    ``secret_values=[...]``, ``native_histograms=True``).
+    """
+    from qt_telemetry import _config, _safety
+    from qt_telemetry._engines import RecordingProcessor, SyncEngine, error_counter
+    from qt_telemetry._pipeline import Pipeline, views
+    from qt_telemetry._sampling import HeadSampler
+    from qt_telemetry._state import STATE
+
     reset_globals()
     cap = Capture()
+    resolved = _config.resolve(environ={}, mode="none", **settings)
+    meter_provider = MeterProvider(metric_readers=[cap.reader], views=views(resolved), shutdown_on_exit=False)
+    pipeline = Pipeline(resolved, remote=False, span_exporters=[], meters=lambda _resource: meter_provider,
+                        span_sink=lambda span: cap.exporter.export([span]))
+    engine = SyncEngine(HeadSampler(), pipeline)
     tracer_provider = TracerProvider(shutdown_on_exit=False)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(cap.exporter))
-    meter_provider = MeterProvider(metric_readers=[cap.reader], shutdown_on_exit=False)
+    tracer_provider.add_span_processor(RecordingProcessor(engine._emit))  # other instrumentation, same path
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
+    STATE.engine = engine
+    _safety.set_error_sink(error_counter(engine))
+    engine.send_board(STATE.board)
     try:
         yield cap
     finally:

@@ -1,0 +1,188 @@
+"""The OTel SDK half: converter, span shipping, meter providers and exporters, built from the settings.
+
+It runs in the exporter process (the default) or, for the ``inline`` engine and the test capture, inside the
+trading process. Either way it is built here, once, from the same :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry.metrics import MeterProvider as ApiMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from qt_telemetry import semconv
+from qt_telemetry._config import DEFAULT_SERVICE_NAME, Settings
+from qt_telemetry._convert import Converter
+from qt_telemetry._redaction import Redactor
+from qt_telemetry._shipper import SpanShipper
+
+_log = logging.getLogger("qt_telemetry")
+#: Exponential histograms for the latency metrics a trader reads quantiles from (Prometheus native histograms).
+NATIVE_HISTOGRAMS = (semconv.ORDER_LATENCY, semconv.STAGE_DURATION)
+
+
+def base_resource(settings: Settings) -> Resource:
+    """OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (via the SDK), our arguments over them, our default name."""
+    attributes: dict[str, Any] = dict(settings.resource_attributes)
+    if settings.service_name:
+        attributes[SERVICE_NAME] = settings.service_name
+    resource = Resource.create(attributes)
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    return resource
+
+
+def views(settings: Settings) -> list[View]:
+    if not settings.native_histograms:
+        return []
+    return [View(instrument_name=spec.name, aggregation=ExponentialBucketHistogramAggregation(max_size=160,
+                                                                                             max_scale=20))
+            for spec in NATIVE_HISTOGRAMS]
+
+
+class Pipeline:
+    """Converter + span shipper + one meter provider per producing process (one in total in local mode)."""
+
+    def __init__(self, settings: Settings, *, remote: bool, listen_socket: socket.socket | None = None,
+                 span_exporters: Sequence[SpanExporter] | None = None,
+                 meters: Callable[[Resource], ApiMeterProvider] | None = None,
+                 span_sink: Callable[[ReadableSpan], None] | None = None) -> None:
+        self.settings = settings
+        self.providers: list[MeterProvider] = []
+        self._shared: MeterProvider | None = None
+        self.metrics_url: str | None = None
+        self._stop_server: Callable[[], None] | None = None
+        self._listen = listen_socket
+        exporters = list(span_exporters) if span_exporters is not None else self._span_exporters()
+        self.shipper = SpanShipper(exporters, settings.batch, self._span_drops) if exporters and span_sink is None \
+            else None
+        sink = span_sink if span_sink is not None else (self.shipper.put if self.shipper is not None else None)
+        self.converter = Converter(
+            redactor=Redactor(settings.secret_keys, settings.secret_patterns, settings.secret_values),
+            max_label_values=settings.max_label_values, slow_order_seconds=settings.slow_order_seconds,
+            trace_keep_ratio=settings.trace_keep_ratio, base_resource=base_resource(settings),
+            meters=meters or self._meter_provider, spans=sink, remote=remote)
+
+    # --- exporters --------------------------------------------------------------------------------------
+    def _span_exporters(self) -> list[SpanExporter]:
+        s = self.settings
+        out: list[SpanExporter] = []
+        if s.mode == "otlp" and s.traces.enabled:
+            out.append(otlp_span_exporter(s))
+        if s.console:
+            from qt_telemetry._console import TraceSummaryExporter
+
+            out.append(TraceSummaryExporter())
+        return out
+
+    def _meter_provider(self, resource: Resource) -> MeterProvider:
+        s = self.settings
+        if s.mode == "local":  # one /metrics for every process of the bot
+            if self._shared is None:
+                self._shared = self._new_provider(self.converter.base_resource, [self._local_reader()])
+            return self._shared
+        readers: list[MetricReader] = []
+        if s.mode == "otlp" and s.metrics.enabled:
+            readers.append(PeriodicExportingMetricReader(otlp_metric_exporter(s),
+                                                         export_interval_millis=s.metric_export_interval_s * 1000))
+        return self._new_provider(resource, readers)
+
+    def _new_provider(self, resource: Resource, readers: list[MetricReader]) -> MeterProvider:
+        provider = MeterProvider(metric_readers=readers, resource=resource, views=views(self.settings),
+                                 shutdown_on_exit=False)
+        self.providers.append(provider)
+        return provider
+
+    def _local_reader(self) -> MetricReader:
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry, make_wsgi_app
+
+        registry = CollectorRegistry(auto_describe=True)
+        reader = PrometheusMetricReader(registry=registry, scope_info_enabled=False)
+        listen = self._listen
+        if listen is not None:
+            import threading
+
+            class _Quiet(WSGIRequestHandler):
+                def log_message(self, *args: Any) -> None:
+                    pass
+
+            server = WSGIServer(listen.getsockname()[:2], _Quiet, bind_and_activate=False)
+            server.socket.close()
+            server.socket = listen
+            server.server_address = listen.getsockname()[:2]
+            server.set_app(make_wsgi_app(registry))
+            thread = threading.Thread(target=server.serve_forever, name="qt-telemetry-metrics", daemon=True)
+            thread.start()
+
+            def stop() -> None:
+                server.shutdown()
+                server.server_close()
+
+            self._stop_server = stop
+        return reader
+
+    def _span_drops(self, spans: Sequence[ReadableSpan], reason: str) -> None:
+        by_resource: dict[int, int] = {}
+        for span in spans:
+            by_resource[id(span.resource)] = by_resource.get(id(span.resource), 0) + 1
+        for state in list(self.converter.producers.values()):
+            count = by_resource.get(id(state.resource), 0)
+            if count:
+                state.drop("spans", reason, count)
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+    def flush(self, deadline: float) -> bool:
+        ok = self.shipper.flush(deadline) if self.shipper is not None else True
+        for provider in list(self.providers):
+            left = max(1.0, (deadline - time.monotonic()) * 1000)
+            ok = bool(provider.force_flush(left)) and ok
+        return ok
+
+    def shutdown(self, deadline: float) -> bool:
+        ok = self.shipper.shutdown(deadline) if self.shipper is not None else True
+        for provider in list(self.providers):
+            left = max(1.0, (deadline - time.monotonic()) * 1000)
+            try:
+                provider.shutdown(timeout_millis=left)
+            except Exception:  # noqa: BLE001
+                ok = False
+        if self._stop_server is not None:
+            self._stop_server()
+        return ok
+
+
+def otlp_span_exporter(settings: Settings) -> SpanExporter:
+    sig = settings.traces
+    headers = dict(settings.headers) if settings.headers is not None else None
+    if sig.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+
+        return GrpcSpanExporter(endpoint=sig.endpoint, headers=headers)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+
+    return HttpSpanExporter(endpoint=sig.endpoint, headers=headers)
+
+
+def otlp_metric_exporter(settings: Settings) -> Any:
+    sig = settings.metrics
+    headers = dict(settings.headers) if settings.headers is not None else None
+    if sig.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+
+        return Grpc(endpoint=sig.endpoint, headers=headers)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+
+    return Http(endpoint=sig.endpoint, headers=headers)

@@ -1,0 +1,120 @@
+"""Secrets stay in: attribute names that look like credentials are refused, and free text is scrubbed.
+
+Applied to everything before it is encoded for the wire: span attributes (ours and other instrumentation's),
+event attributes, status messages, exception messages and stack traces, metric label values. The marker
+never repeats any part of the secret. Rules are extendable: extra secret words, extra patterns and exact
+values (an exchange's API key) via ``init(secret_keys=..., secret_patterns=..., secret_values=...)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+
+MARKER: Final = "[REDACTED]"
+
+#: A name is secret when one of its words (split at ``_ . - :`` and camelCase) is one of these ...
+SECRET_WORDS: Final = frozenset({
+    "key", "secret", "secrets", "password", "passwd", "pwd", "pass", "passphrase", "token", "tokens", "auth",
+    "authorization", "credential", "credentials", "signature", "sig", "signed", "hmac", "jwt", "bearer",
+    "session", "sessionid", "cookie", "cookies", "apikey", "privatekey", "secretkey", "accesskey", "otp",
+    "mnemonic", "pin", "private", "totp", "nonce",
+})
+#: ... or when its letters, run together, contain one of these.
+SECRET_FRAGMENTS: Final = (
+    "apikey", "apisecret", "secretkey", "accesskey", "privatekey", "password", "passwd", "passphrase", "secret",
+    "token", "credential", "signature", "authorization", "cookie", "sessionid", "bearer", "privkey",
+)
+_WORD_SPLIT: Final = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+_PEM: Final = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)", re.S)
+_URL_USERINFO: Final = re.compile(r"(?<=://)[^/\s@'\"]+@")
+_AUTH_SCHEME: Final = re.compile(r"(?i)\b(basic|bearer|digest|token|apikey|hmac|negotiate)(\s+)[A-Za-z0-9._~+/=-]{4,}")
+_PAIR: Final = re.compile(
+    r"""(?P<key>[A-Za-z][A-Za-z0-9_.\-]{0,63})(?P<q>["']?)(?P<sep>\s*[=:]\s*)"""
+    r"""(?P<value>"[^"]*"|'[^']*'|[^\s&"',;}\]\)]+)""")
+_JWT: Final = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_AWS_KEY: Final = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
+_LONG_TOKEN: Final = re.compile(r"(?<![A-Za-z0-9+_-])[A-Za-z0-9+_-]{36,}={0,2}(?![A-Za-z0-9+=_-])")
+_CACHE_LIMIT: Final = 4096
+
+
+class Redactor:
+    """The secret rules of one process; cheap on repeated values (results are cached, bounded)."""
+
+    def __init__(self, extra_words: Iterable[str] = (), patterns: Iterable[str] = (),
+                 values: Iterable[str] = ()) -> None:
+        extra = tuple(w.lower() for w in extra_words)
+        self._words = SECRET_WORDS | frozenset(extra)
+        self._fragments = SECRET_FRAGMENTS + tuple(w.replace("_", "").replace("-", "").replace(".", "")
+                                                   for w in extra if len(w) >= 4)
+        self._patterns = tuple(re.compile(p) for p in patterns)
+        self._values: tuple[str, ...] = ()
+        self.add_values(values)
+        self._keys: dict[str, bool] = {}
+        self._texts: dict[str, str] = {}
+
+    def add_values(self, values: Iterable[str]) -> None:
+        """Redact these exact strings wherever they appear (e.g. an exchange's API key and secret)."""
+        merged = set(self._values) | {v for v in values if isinstance(v, str) and len(v) >= 4}
+        self._values = tuple(sorted(merged, key=len, reverse=True))
+        self._texts = {}
+
+    def is_secret_key(self, key: str) -> bool:
+        """True for attribute or parameter names that look like credentials."""
+        known = self._keys.get(key)
+        if known is not None:
+            return known
+        words = [w.lower() for w in _WORD_SPLIT.split(key) if w]
+        joined = "".join(words)
+        secret = any(w in self._words for w in words) or any(f in joined for f in self._fragments)
+        if len(self._keys) > _CACHE_LIMIT:
+            self._keys.clear()
+        self._keys[key] = secret
+        return secret
+
+    def text(self, text: str) -> str:
+        """``text`` with every secret-looking part replaced by the marker."""
+        known = self._texts.get(text)
+        if known is not None:
+            return known
+        out = self._scrub(text)
+        if len(text) <= 256:
+            if len(self._texts) > _CACHE_LIMIT:
+                self._texts.clear()
+            self._texts[text] = out
+        return out
+
+    def _scrub(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, MARKER)
+        if "PRIVATE KEY" in text:
+            text = _PEM.sub(MARKER, text)
+        if "://" in text:
+            text = _URL_USERINFO.sub(MARKER + "@", text)
+        text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{MARKER}", text)
+        text = _PAIR.sub(self._pair, text)
+        text = _JWT.sub(MARKER, text)
+        text = _AWS_KEY.sub(MARKER, text)
+        text = _LONG_TOKEN.sub(_long_token, text)
+        for pattern in self._patterns:
+            text = pattern.sub(MARKER, text)
+        return text
+
+    def _pair(self, match: re.Match[str]) -> str:
+        value = match.group("value")
+        if value.strip("\"'") == MARKER:
+            return match.group(0)
+        if not self.is_secret_key(match.group("key")):  # the value may hold a pair of its own: reason=sig=X
+            return f"{match.group('key')}{match.group('q')}{match.group('sep')}{_PAIR.sub(self._pair, value)}"
+        quote = value[0] if value[:1] in ("'", '"') else ""
+        return f"{match.group('key')}{match.group('q')}{match.group('sep')}{quote}{MARKER}{quote}"
+
+
+def _long_token(match: re.Match[str]) -> str:
+    token = match.group(0)
+    has_digit = any(c.isdigit() for c in token)
+    has_alpha = any(c.isalpha() for c in token)
+    return MARKER if has_digit and has_alpha else token

@@ -1,0 +1,187 @@
+"""One way to trace a callable: sync, ``async``, generators and async generators, methods, partials and callable
+objects, all through :class:`~qt_telemetry._scope.SpanScope` and wrapt (which keeps the signature and binding).
+
+The wrapper's contract: the user's arguments, return value, yielded values and exceptions pass through as the
+very same objects; the span is closed exactly once whatever happens; nothing of ours ever raises into the call.
+Before ``init()`` the wrapper costs one attribute read and calls straight through.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any
+
+import wrapt
+
+from qt_telemetry._safety import telemetry_error
+from qt_telemetry._scope import SpanScope
+from qt_telemetry._state import STATE
+
+#: ``make(engine, instance, args, kwargs)`` -> an unopened scope for this call.
+ScopeFactory = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], SpanScope]
+#: ``done(scope, result)``: read what the result says (an order id, a risk verdict) before the scope closes.
+ResultHook = Callable[[SpanScope, Any], None]
+
+
+def call_kind(fn: Any) -> str:
+    """``sync``, ``async``, ``generator`` or ``async_generator`` — for functions, partials and callable objects."""
+    targets = [fn, getattr(fn, "func", None), getattr(type(fn), "__call__", None)]
+    for target in targets:
+        if target is None:
+            continue
+        if inspect.iscoroutinefunction(target):
+            return "async"
+        if inspect.isasyncgenfunction(target):
+            return "async_generator"
+        if inspect.isgeneratorfunction(target):
+            return "generator"
+        if inspect.isfunction(target) or inspect.ismethod(target) or inspect.isbuiltin(target):
+            return "sync"
+    return "sync"
+
+
+def traced(fn: Any, make: ScopeFactory, done: ResultHook | None = None) -> Any:
+    """``fn`` wrapped so that each call is one span made by ``make``."""
+    kind = call_kind(fn)
+
+    def start(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SpanScope | None:
+        engine = STATE.active()
+        if engine is None:
+            return None
+        try:
+            scope = make(engine, instance, args, kwargs)
+        except Exception as exc:  # noqa: BLE001
+            telemetry_error("span_start_failed", repr(exc))
+            return None
+        scope.open(engine)
+        return scope
+
+    def finish(scope: SpanScope, result: Any) -> None:
+        if done is not None:
+            try:
+                done(scope, result)
+            except Exception as exc:  # noqa: BLE001 - a result we cannot read is still the user's result
+                telemetry_error("result_unreadable", repr(exc))
+        scope.close(None)
+
+    if kind == "async":
+        @wrapt.decorator
+        async def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            scope = start(instance, args, kwargs)
+            if scope is None:
+                return await wrapped(*args, **kwargs)
+            try:
+                result = await wrapped(*args, **kwargs)
+            except BaseException as exc:
+                scope.close(exc)
+                raise
+            finish(scope, result)
+            return result
+
+        return async_wrapper(fn)
+
+    if kind == "generator":
+        @wrapt.decorator
+        def generator_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if STATE.active() is None:
+                return wrapped(*args, **kwargs)
+            return _traced_generator(wrapped(*args, **kwargs), lambda: start(instance, args, kwargs), finish)
+
+        return generator_wrapper(fn)
+
+    if kind == "async_generator":
+        @wrapt.decorator
+        def async_generator_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                                    kwargs: dict[str, Any]) -> Any:
+            if STATE.active() is None:
+                return wrapped(*args, **kwargs)
+            return _traced_async_generator(wrapped(*args, **kwargs), lambda: start(instance, args, kwargs), finish)
+
+        return async_generator_wrapper(fn)
+
+    @wrapt.decorator
+    def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        scope = start(instance, args, kwargs)
+        if scope is None:
+            return wrapped(*args, **kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            scope.close(exc)
+            raise
+        finish(scope, result)
+        return result
+
+    return sync_wrapper(fn)
+
+
+def _traced_generator(gen: Generator[Any, Any, Any], start: Callable[[], SpanScope | None],
+                      finish: Callable[[SpanScope, Any], None]) -> Generator[Any, Any, Any]:
+    """The span runs from the first ``next()`` to exhaustion; it is current only while the body runs."""
+    scope: SpanScope | None = None
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    while True:
+        if scope is None:
+            scope = start()
+        else:
+            scope.resume()
+        try:
+            item = gen.throw(to_throw) if to_throw is not None else gen.send(to_send)
+        except StopIteration as stop:
+            if scope is not None:
+                finish(scope, stop.value)
+            return stop.value
+        except BaseException as exc:
+            if scope is not None:
+                scope.close(exc)
+            raise
+        if scope is not None:
+            scope.suspend()
+        to_send, to_throw = None, None
+        try:
+            to_send = yield item
+        except GeneratorExit as exc:
+            if scope is not None:
+                scope.resume()
+                scope.close(exc)
+            gen.close()
+            raise
+        except BaseException as exc:
+            to_throw = exc
+
+
+async def _traced_async_generator(gen: AsyncGenerator[Any, Any], start: Callable[[], SpanScope | None],
+                                  finish: Callable[[SpanScope, Any], None]) -> AsyncGenerator[Any, Any]:
+    scope: SpanScope | None = None
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    while True:
+        if scope is None:
+            scope = start()
+        else:
+            scope.resume()
+        try:
+            item = await (gen.athrow(to_throw) if to_throw is not None else gen.asend(to_send))
+        except StopAsyncIteration:
+            if scope is not None:
+                finish(scope, None)
+            return
+        except BaseException as exc:
+            if scope is not None:
+                scope.close(exc)
+            raise
+        if scope is not None:
+            scope.suspend()
+        to_send, to_throw = None, None
+        try:
+            to_send = yield item
+        except GeneratorExit as exc:
+            if scope is not None:
+                scope.resume()
+                scope.close(exc)
+            await gen.aclose()
+            raise
+        except BaseException as exc:
+            to_throw = exc
