@@ -379,8 +379,8 @@ def check_endpoint(value: str, setting: str, grpc: bool = False) -> str:
     bad = ConfigurationError(f"{setting}={value!r} is not an OTLP endpoint URL: expected e.g. "
                              "'http://localhost:4318' (HTTP) or 'http://localhost:4317' (gRPC)")
     if grpc and "://" not in value:  # the gRPC exporter also takes a bare host:port
-        host, _, port = value.rpartition(":")
-        if host and _valid_host(host) and port.isdigit() and 0 < int(port) < 65536:
+        host, _, port_text = value.rpartition(":")
+        if host and _valid_host(host) and port_text.isdigit() and 0 < int(port_text) < 65536:
             return value
         raise bad
     try:

@@ -37,6 +37,9 @@ from qt_telemetry._sampling import HeadSampler
 from qt_telemetry._scope import SpanScope
 
 _log = logging.getLogger("qt_telemetry")
+#: Exporter processes this process started: kept so a finished channel never drops its handle while the
+#: exporter still drains (Popen warns when collected with its child running).
+_STARTED: list[subprocess.Popen[bytes]] = []
 _time_ns = time.time_ns
 _get_current_span = trace.get_current_span
 
@@ -292,6 +295,8 @@ class ProcessChannel:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "qt_telemetry._exporter", *map(str, fds)], pass_fds=fds,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, start_new_session=True)
+            _STARTED.append(self._proc)
+            del _STARTED[:-8]  # only the latest few: older ones have long finished
             os.write(config_w, self.settings.to_json().encode())
         finally:
             os.close(config_w)
@@ -338,7 +343,7 @@ class ProcessChannel:
         with self._flush_lock:
             reply_r, reply_w = os.pipe()
             try:
-                header = (R.VERSION, os.getpid(), "", {}, 0)
+                header: Header = (R.VERSION, os.getpid(), "", {}, 0)
                 try:
                     socket.send_fds(sock, [R.encode(header, [(R.CONTROL, R.OP_FLUSH, max(0.0, deadline
                                                                                        - time.monotonic()))])],

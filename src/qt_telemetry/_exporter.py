@@ -56,8 +56,8 @@ class Exporter:
     def run(self) -> None:
         self.data.setblocking(False)
         while True:
-            ready, _, _ = select.select([self.data, self.life], [], [], 1.0)
-            if self.data in ready:
+            ready, _, _ = select.select([self.data.fileno(), self.life], [], [], 1.0)
+            if self.data.fileno() in ready:
                 self.receive()
             if self.life in ready and not os.read(self.life, 64):
                 break  # every trading process is gone
@@ -118,7 +118,7 @@ class Exporter:
         """A trading process said goodbye (or died): export its last state, then forget it."""
         self.converter.producers.pop(producer.pid, None)
         provider = next((p for p in self.pipeline.providers
-                         if p._sdk_config.resource is producer.resource), None)  # type: ignore[attr-defined]
+                         if p._sdk_config.resource is producer.resource), None)
 
         def final_export() -> None:
             try:

@@ -119,10 +119,13 @@ class Pipeline:
                 def log_message(self, *args: Any) -> None:
                     pass
 
-            server = WSGIServer(listen.getsockname()[:2], _Quiet, bind_and_activate=False)
+            host, port = listen.getsockname()[:2]
+            server = WSGIServer((host, port), _Quiet, bind_and_activate=False)
             server.socket.close()
-            server.socket = listen
-            server.server_address = listen.getsockname()[:2]
+            server.socket = listen  # bound by init(), so a busy port was already an error there
+            server.server_address = (host, port)
+            server.server_name, server.server_port = host, port
+            server.setup_environ()
             server.set_app(make_wsgi_app(registry))
             thread = threading.Thread(target=server.serve_forever, name="qt-telemetry-metrics", daemon=True)
             thread.start()

@@ -70,7 +70,7 @@ def plain(value: Any) -> Any:
 def _coerce(value: Any) -> Any:
     try:
         if isinstance(value, bool):
-            return bool.__bool__(value)  # type: ignore[attr-defined]
+            return bool(value)
         if isinstance(value, enum.Enum):
             inner = value.value
             return plain(inner if isinstance(inner, str | int | float) else value.name)

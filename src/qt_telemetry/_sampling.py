@@ -27,7 +27,7 @@ class HeadSampler:
         self._root_always: bool | None = None
         self._bound = 0
         if isinstance(root, sampling.StaticSampler):
-            self._root_always = root._decision is sampling.Decision.RECORD_AND_SAMPLE  # type: ignore[attr-defined]
+            self._root_always = root._decision is sampling.Decision.RECORD_AND_SAMPLE
         elif isinstance(root, sampling.TraceIdRatioBased):
             self._bound = root.bound
 
@@ -45,7 +45,7 @@ class HeadSampler:
         """``parent_sampled`` is None for a root span."""
         if self._generic:
             result = self.sampler.should_sample(parent_context, trace_id, name, kind)
-            return result.decision.is_sampled(), result.trace_state
+            return bool(result.decision.is_sampled()), result.trace_state  # type: ignore[no-untyped-call]
         if parent_sampled is not None and self._parent_based:
             return parent_sampled, None
         if self._root_always is not None:

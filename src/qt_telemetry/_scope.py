@@ -267,7 +267,7 @@ def record_event(span_name: str, event: str, attributes: dict[str, Any]) -> None
 def link_to_current(scope: SpanScope) -> None:
     """Link ``scope`` to the span current here (an update arriving inside another trace points back to it)."""
     ctx = _get_current_span().get_span_context()
-    if ctx.is_valid and ctx.trace_id != scope.tid:
+    if ctx.is_valid:
         scope.links = [(ctx.trace_id, ctx.span_id)]
 
 

@@ -85,6 +85,8 @@ def init(
     resource_attributes: Mapping[str, str] | None = None,
     metric_export_interval: float | None = None,
     shutdown_timeout: float | None = None,
+    exporter_drain_timeout: float | None = None,
+    queue_size: int | None = None,
     metrics_host: str | None = None,
     metrics_port: int | None = None,
     console: bool | None = None,

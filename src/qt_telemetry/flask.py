@@ -27,13 +27,22 @@ def instrument_app(app: Any, *, metrics_route: str | None = "/metrics") -> Any:
 
 
 def _metrics_view() -> Any:
+    """The local mode's /metrics (served by the exporter on loopback), relayed on the app's own port."""
+    import urllib.request
+
     from flask import Response
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client import CONTENT_TYPE_LATEST
 
-    from qt_telemetry._setup import local_registry
+    from qt_telemetry._setup import current
 
-    registry = local_registry()
-    if registry is None:
+    info = current()
+    if info is None or info.metrics_url is None:
         return Response("qt-telemetry is not in local mode: metrics are exported over OTLP to the collector.\n",
                         status=404, mimetype="text/plain")
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    try:
+        with urllib.request.urlopen(info.metrics_url, timeout=2) as upstream:
+            body = upstream.read()
+    except OSError as exc:
+        return Response(f"qt-telemetry's metrics endpoint did not answer: {exc}\n", status=503,
+                        mimetype="text/plain")
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)

@@ -132,7 +132,7 @@ class TradeFlow(_Block):
             return parent
         from qt_telemetry.propagation import extract
 
-        return extract(parent)  # type: ignore[arg-type]
+        return extract(parent)
 
     def _opening(self) -> None:
         self._flow_token = _CURRENT_FLOW.set(self)

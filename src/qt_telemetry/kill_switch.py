@@ -62,7 +62,7 @@ def kill_switch_deactivation(*, name: str = "main") -> Callable[[Callable[P, R]]
 
 def _decorator(active: bool, name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        return wrapt.decorator(_change_recorder(active, name, fn))(fn)  # type: ignore[no-any-return]
+        return wrapt.decorator(_change_recorder(active, name, fn))(fn)
 
     return decorate
 

@@ -59,8 +59,8 @@ class OrderCall(SpanScope):
         self.record: OrderRecord | None = None
         self.client_id: str | None = None
 
-    def open(self, engine: Any, parent: Any = None) -> None:
-        super().open(engine, parent)
+    def open(self, engine: Any, parent: Any = None, current: bool = True) -> None:
+        super().open(engine, parent, current)
         client_id = self.attributes.get(semconv.ORDER_CLIENT_ID)
         if client_id is not None:
             try:

@@ -117,7 +117,7 @@ def capture_telemetry(**settings: Any) -> Iterator[Capture]:
     resolved = _config.resolve(environ={}, mode="none", **settings)
     meter_provider = MeterProvider(metric_readers=[cap.reader], views=views(resolved), shutdown_on_exit=False)
     pipeline = Pipeline(resolved, remote=False, span_exporters=[], meters=lambda _resource: meter_provider,
-                        span_sink=lambda span: cap.exporter.export([span]))
+                        span_sink=lambda span: None if cap.exporter.export([span]) else None)
     engine = SyncEngine(HeadSampler(), pipeline)
     tracer_provider = TracerProvider(shutdown_on_exit=False)
     tracer_provider.add_span_processor(RecordingProcessor(engine._emit))  # other instrumentation, same path

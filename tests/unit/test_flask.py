@@ -8,6 +8,7 @@ import pytest
 import qt_telemetry as qt
 from qt_telemetry.flask import instrument_app
 from qt_telemetry.testing import Capture
+from tests.support.polling import wait_until
 
 
 @qt.traced_order(venue="binance")
@@ -39,7 +40,12 @@ def test_metrics_route_serves_prometheus_text_in_local_mode() -> None:
     qt.init(mode="local", metrics_port=0, console=False)
     client = _app().test_client()
     client.post("/orders/ETHUSDT")
-    body = client.get("/metrics").get_data(as_text=True)
+
+    def scrape() -> str | None:
+        text = client.get("/metrics").get_data(as_text=True)
+        return text if 'symbol="ETHUSDT"' in text else None
+
+    body = wait_until(scrape, 15, "the order's series on /metrics")
     assert 'qt_order_latency_seconds_count{' in body and 'symbol="ETHUSDT"' in body
     assert "qt_order_latency_seconds_bucket" in body
 

@@ -30,7 +30,7 @@ BOT = textwrap.dedent("""
             pass
         with flow.execution():
             place_order("BTCUSDT", "buy", 0.25, client_order_id="c-1", api_key="SECRET-KEY")
-    assert qt.shutdown(), "shutdown should flush everything to a live receiver"
+    assert qt.shutdown(), "shutdown hands everything to the exporter, which exports it after we exit"
 """)
 
 
@@ -59,6 +59,8 @@ def test_otel_variables_alone_configure_export_of_traces_and_metrics(receiver) -
         "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=desk-7",
         "OTEL_METRIC_EXPORT_INTERVAL": "60000",
     })
+    receiver.wait_for(lambda: len(receiver.spans()) >= 4 and any(
+        m.name == "qt.order.latency" for _, m in receiver.metrics()), what="the bot's spans and metrics")
 
     spans = receiver.spans()
     names = sorted(span.name for _, span in spans)
@@ -93,6 +95,7 @@ def test_signal_specific_traces_endpoint_is_honoured() -> None:
     try:
         _run(BOT, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint + "/v1/traces",
                    "OTEL_METRICS_EXPORTER": "none"})
+        receiver.wait_for(lambda: len(receiver.spans()) >= 4, what="the bot's spans")
         assert len(receiver.spans()) == 4
         assert receiver.metrics() == []
     finally:
@@ -148,6 +151,7 @@ def test_a_signal_from_one_process_and_its_execution_in_another_are_one_trace() 
         consumer = subprocess.run([sys.executable, "-c", CONSUMER], input=json.dumps(produced),
                                   env={**clean, **env}, capture_output=True, text=True, timeout=60)
         assert consumer.returncode == 0, consumer.stderr
+        receiver.wait_for(lambda: len(receiver.spans()) >= 5, what="both services' spans")
 
         spans = receiver.spans()
         services = {span.name + "@" + res["service.name"]: span for res, span in spans}
