@@ -6,9 +6,11 @@ import pytest
 
 import qt_telemetry as qt
 from qt_telemetry import semconv
-from qt_telemetry._runtime import RUNTIME
-from qt_telemetry._safety import redact
-from qt_telemetry.testing import Capture
+from qt_telemetry._redaction import Redactor
+from qt_telemetry._state import STATE
+from qt_telemetry.testing import Capture, capture_telemetry
+
+redact = Redactor().text
 
 
 @qt.traced_order(venue="binance")
@@ -16,10 +18,20 @@ def place(symbol, side, quantity):
     return None
 
 
-def test_unbounded_label_values_collapse_into_other_and_are_counted(cap: Capture) -> None:
-    RUNTIME.labels.max_values = 3
-    for i in range(10):
+def test_unbounded_label_values_collapse_into_other_and_are_counted() -> None:
+    with capture_telemetry(max_label_values=3) as cap:
+        for i in range(10):
+            place(f"SYM{i}", "buy", 1)
+        _check_label_bound(cap)
+
+
+def test_the_label_bound_does_not_leak_into_the_next_capture(cap: Capture) -> None:
+    for i in range(5):
         place(f"SYM{i}", "buy", 1)
+    assert len(cap.points(semconv.ORDER_LATENCY.name)) == 5
+
+
+def _check_label_bound(cap: Capture) -> None:
     symbols = sorted(p.attributes[semconv.SYMBOL] for p in cap.points(semconv.ORDER_LATENCY.name))
     assert symbols == ["SYM0", "SYM1", "SYM2", semconv.OVERFLOW_VALUE]
     assert cap.point(semconv.ORDER_LATENCY.name, symbol=semconv.OVERFLOW_VALUE).count == 7
@@ -30,7 +42,7 @@ def test_unbounded_label_values_collapse_into_other_and_are_counted(cap: Capture
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), None, "fast", -0.5])
 def test_bad_latency_values_are_dropped_or_clamped_and_counted(cap: Capture, bad: object) -> None:
-    RUNTIME.record(semconv.ORDER_LATENCY, bad, {semconv.VENUE: "x"})
+    STATE.engine.measure(((semconv.ORDER_LATENCY.name, bad),), {semconv.VENUE: "x"})
     points = cap.points(semconv.ORDER_LATENCY.name)
     if bad == -0.5:
         assert points[0].sum == 0.0  # a negative duration is clamped to zero
