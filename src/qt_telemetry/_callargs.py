@@ -72,6 +72,17 @@ class ArgumentReader:
                             out[field] = value
         return out
 
+    def first(self, field: str, bound_receiver: bool, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        """One field's raw value (or None): what must be known at once, e.g. the client order id."""
+        slot = self._slots.get(field)
+        if slot is None:
+            return None
+        try:
+            value = self._value(slot, 1 if (bound_receiver and self._first_is_receiver) else 0, args, kwargs)
+        except Exception:  # noqa: BLE001
+            return None
+        return None if value is _MISSING else value
+
     def _value(self, slot: _Slot | tuple[str, ...], offset: int, args: tuple[Any, ...],
                kwargs: Mapping[str, Any]) -> Any:
         if isinstance(slot, tuple):

@@ -84,16 +84,21 @@ class RecordEngine(Engine):
 
     def __init__(self, sampler: HeadSampler) -> None:
         self.sampler = sampler
-        self._emit: Callable[[tuple[Any, ...]], None] = lambda record: None
+        self._emit: Callable[[Any], None] = lambda record: None
 
     def begin(self, scope: SpanScope, parent: Context | None) -> None:
         parent_span = _get_current_span(parent)
         if isinstance(parent_span, SpanScope):
             scope.tid = parent_span.tid
             scope.psid = parent_span.sid
-            parent_sampled: bool | None = parent_span.sampled
+            scope.sid = getrandbits(64) or 1
             if parent_span.trace_state is not None:
                 scope.trace_state = parent_span.trace_state
+            if self.sampler.follows_parent:  # the default: a child shares its parent's decision
+                scope.sampled = parent_span.sampled
+                scope.start_ns = _time_ns()
+                return
+            parent_sampled: bool | None = parent_span.sampled
         else:
             ctx = parent_span.get_span_context()
             if ctx.is_valid:
@@ -114,11 +119,7 @@ class RecordEngine(Engine):
         scope.start_ns = _time_ns()
 
     def end(self, scope: SpanScope) -> None:
-        state = scope.trace_state
-        self._emit((R.SPAN, scope.name, scope.kind.value, scope.tid, scope.sid, scope.psid,
-                    scope.parent_remote, scope.sampled, scope.start_ns, scope.end_ns, scope.status_code,
-                    scope.status_message, scope.attributes, scope.events, scope.links,
-                    state.to_header() if state else None, None))
+        self._emit(scope)  # the record is made off the trading thread (SpanScope.record)
 
     def measure(self, ops: tuple[tuple[str, Any], ...], attributes: dict[str, Any]) -> None:
         self._emit((R.METRICS, ops, attributes))
@@ -168,9 +169,9 @@ class SyncEngine(RecordEngine):
         self.producer = converter.producer(os.getpid(), "capture")
         lock = converter.lock
 
-        def emit(record: tuple[Any, ...]) -> None:
+        def emit(record: Any) -> None:
             with lock:
-                converter.accept(self.producer, (record,))
+                converter.accept(self.producer, (record if record.__class__ is tuple else record.record(),))
 
         self._emit = emit
 
@@ -204,13 +205,8 @@ class SdkEngine(Engine):
         scope.start_ns = getattr(span, "start_time", None) or _time_ns()
 
     def end(self, scope: SpanScope) -> None:
-        live = scope.live
-        record = (R.SPAN, scope.name, scope.kind.value, scope.tid, scope.sid, scope.psid,
-                  scope.parent_remote, scope.sampled or (live is not None and live.is_recording()), scope.start_ns,
-                  scope.end_ns, scope.status_code, scope.status_message, scope.attributes, scope.events,
-                  scope.links, None, None)
         with self._lock:
-            self.converter.span(self.producer, record, live=live)
+            self.converter.span(self.producer, scope.record(), live=scope.live)
 
     def measure(self, ops: tuple[tuple[str, Any], ...], attributes: dict[str, Any]) -> None:
         with self._lock:

@@ -19,11 +19,21 @@ class OrderRecord:
     trace_id: int
     span_id: int
     sampled: bool
+    #: The placement, until its attributes are known (they are read off the trading thread, once).
+    order: Any = None
     #: Attributes the order's updates repeat (venue, symbol, side, quantity, strategy).
-    attributes: dict[str, Any]
+    carried: dict[str, Any] | None = None
     placed_ns: int = field(default_factory=time.perf_counter_ns)
     filled: float = 0.0
     reference_price: float | None = None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        carried = self.carried
+        if carried is None:
+            order, self.order = self.order, None
+            carried = self.carried = order.carried_attributes() if order is not None else {}
+        return carried
 
 
 class OrderStore:

@@ -52,7 +52,7 @@ class Outbox:
         self.instance_id = self.root_instance_id = instance_id or str(uuid.uuid4())
         self.pid = os.getpid()
         self.dropped: dict[str, int] = {}
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._queue: collections.deque[Any] = collections.deque()
         self._pending: list[Batch] = []  # batches the channel could not take yet
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -61,7 +61,8 @@ class Outbox:
         self._thread: threading.Thread | None = None
 
     # --- the trading thread's side --------------------------------------------------------------------
-    def put(self, record: tuple[Any, ...]) -> None:
+    def put(self, record: Any) -> None:
+        """Queue a record tuple, or a closed span whose record the pump makes."""
         queue = self._queue
         if len(queue) < self.capacity:
             queue.append(record)
@@ -113,7 +114,17 @@ class Outbox:
                 if not self._queue:
                     return True
                 queue = self._queue
-                records = [queue.popleft() for _ in range(min(len(queue), BATCH_RECORDS))]
+                records = []
+                for _ in range(min(len(queue), BATCH_RECORDS)):
+                    item = queue.popleft()
+                    if item.__class__ is tuple:
+                        records.append(item)
+                        continue
+                    try:
+                        records.append(item.record())  # a finished span: its record is made here
+                    except Exception as exc:  # noqa: BLE001 - a span we cannot describe is dropped and counted
+                        self.dropped["record_failed"] = self.dropped.get("record_failed", 0) + 1
+                        _log.debug("qt-telemetry could not make a record: %r", exc)
                 self._seq += 1
                 self._pending.append(((R.VERSION, self.pid, self.instance_id, dict(self.dropped), self._seq),
                                       records))

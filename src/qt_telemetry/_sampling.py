@@ -26,6 +26,8 @@ class HeadSampler:
         self._generic = not self._inline(root) or (self._parent_based and not self._default_delegates())
         self._root_always: bool | None = None
         self._bound = 0
+        #: True when a child's decision is simply its parent's (``parentbased_*`` with default delegates).
+        self.follows_parent = self._parent_based and not self._generic
         if isinstance(root, sampling.StaticSampler):
             self._root_always = root._decision is sampling.Decision.RECORD_AND_SAMPLE
         elif isinstance(root, sampling.TraceIdRatioBased):

@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.util import types
 
 from qt_telemetry import semconv
-from qt_telemetry._records import plain
+from qt_telemetry._records import SPAN, plain
 from qt_telemetry._safety import telemetry_error
 
 if TYPE_CHECKING:
@@ -139,6 +139,17 @@ class SpanScope(trace.Span):
 
     def finishing(self) -> None:
         """Hook for subclasses: last attributes before the record is made (outcome is known)."""
+
+    def finalize(self) -> None:
+        """Hook for subclasses: work that can wait until the record is made, off the trading thread."""
+
+    def record(self) -> tuple[Any, ...]:
+        """This span as a SPAN record (see :mod:`qt_telemetry._records`); called once, after :meth:`close`."""
+        self.finalize()
+        state = self.trace_state
+        return (SPAN, self.name, self.kind.value, self.tid, self.sid, self.psid, self.parent_remote, self.sampled,
+                self.start_ns, self.end_ns, self.status_code, self.status_message, self.attributes, self.events,
+                self.links, state.to_header() if state else None, None)
 
     def _failed(self, exc: BaseException) -> None:
         if is_cancellation(exc):

@@ -45,30 +45,40 @@ _RESULT_ORDER_ID = ("order_id", "orderId", "exchange_order_id", "id")
 _CARRIED = (semconv.VENUE, semconv.SYMBOL, semconv.SIDE, semconv.ORDER_QUANTITY, semconv.STRATEGY,
             semconv.PEER_SERVICE)
 ORDER_STORE: OrderStore = STATE.orders
+_current_flow = current_flow
 
 
 class OrderCall(SpanScope):
-    """The span of one placement. Remembered by client order id from its start, so early fills find it."""
+    """The span of one placement. Remembered by client order id from its start, so early fills find it.
+
+    The trading thread only keeps references to the call's arguments and result; reading the order fields
+    out of them (and coercing hostile values) happens when the record is made, off the trading thread.
+    """
 
     name = semconv.SPAN_ORDER
     kind = SpanKind.CLIENT
+    stored: OrderRecord | None = None
+    client_id: str | None = None
+    _source: tuple[Any, ...] | None = None
+    _result: Any = None
+    _extracted = False
 
-    def __init__(self, attributes: dict[str, Any], reference_price: float | None = None) -> None:
+    def __init__(self, attributes: dict[str, Any], source: tuple[Any, ...] | None = None,
+                 client_id: Any = None) -> None:
         super().__init__(attributes)
-        self.reference_price = reference_price
-        self.record: OrderRecord | None = None
-        self.client_id: str | None = None
+        self._source = source  # (reader, receiver bound, args, kwargs, flow)
+        if client_id is not None:
+            self.client_id = text(client_id, 128)
 
     def open(self, engine: Any, parent: Any = None, current: bool = True) -> None:
         super().open(engine, parent, current)
-        client_id = self.attributes.get(semconv.ORDER_CLIENT_ID)
-        if client_id is not None:
+        if self.client_id is not None:
             try:
-                self.client_id = str(client_id)
-                self.record = OrderRecord(self.tid, self.sid, self.sampled,
-                                          {k: self.attributes[k] for k in _CARRIED if k in self.attributes},
-                                          reference_price=self.reference_price)
-                STATE.orders.remember(self.client_id, self.record)
+                self.stored = OrderRecord(self.tid, self.sid, self.sampled, order=self)
+                flow = self._source[4] if self._source is not None else current_flow()
+                if flow is not None:
+                    self.stored.reference_price = flow.reference_price
+                STATE.orders.remember(self.client_id, self.stored)
             except Exception as exc:  # noqa: BLE001
                 telemetry_error("order_store_failed", repr(exc))
 
@@ -78,31 +88,57 @@ class OrderCall(SpanScope):
         self.attributes[semconv.REASON] = text(reason) or "rejected"
 
     def set_result(self, result: Any) -> None:
-        """Read the venue's order id from what placement returned (a dict or an object)."""
-        order_id = _result_order_id(result)
-        if order_id is not None:
-            self.attributes[semconv.ORDER_ID] = order_id
+        """Keep what placement returned; its order id is read when the record is made."""
+        self._result = result
 
     def finishing(self) -> None:
         if self.outcome == semconv.OUTCOME_REJECTED and self.status_code == 0:
             self.status_code = StatusCode.ERROR.value
             self.status_message = f"order rejected: {self.attributes.get(semconv.REASON)}"
         if self.outcome != semconv.OUTCOME_OK and self.client_id is not None:
-            STATE.orders.forget(self.client_id, self.record)  # no fills follow a failed placement
+            STATE.orders.forget(self.client_id, self.stored)  # no fills follow a failed placement
+
+    def extract(self) -> dict[str, Any]:
+        """The order's attributes, read from the arguments once (idempotent; safe from any thread: the dict is
+        only ever added to in place, so what the trading thread sets meanwhile is never lost)."""
+        if not self._extracted:
+            source = self._source
+            if source is not None:
+                reader, receiver, args, kwargs, flow = source
+                found = reader.read(receiver, args, kwargs)
+                if flow is not None:
+                    found.setdefault(semconv.STRATEGY, flow.strategy)
+                    found.setdefault(semconv.SYMBOL, flow.symbol)
+                attributes = self.attributes
+                for key, value in found.items():  # set by us or the decorator (venue, outcome): they win
+                    attributes.setdefault(key, value)
+                venue = attributes.get(semconv.VENUE)
+                if venue is not None:
+                    attributes[semconv.PEER_SERVICE] = venue  # Tempo's service graph: bot -> venue edges
+            self._extracted = True
+        return self.attributes
+
+    def carried_attributes(self) -> dict[str, Any]:
+        attributes = self.extract()
+        return {k: attributes[k] for k in _CARRIED if k in attributes}
+
+    def finalize(self) -> None:
+        self.extract()
+        self._source = None  # let go of the caller's objects
+        result, self._result = self._result, None
+        if result is not None:
+            order_id = _result_order_id(result)
+            if order_id is not None:
+                self.attributes.setdefault(semconv.ORDER_ID, order_id)
+        if self.stored is not None and self.stored.carried is None:
+            self.stored.carried = self.carried_attributes()
+            self.stored.order = None
 
 
 def start_order(engine: Any, attributes: dict[str, Any]) -> OrderCall:
-    """An order scope with the flow's strategy, symbol and reference price (used by integrations too)."""
-    reference = None
-    flow = current_flow()
-    if flow is not None:
-        attributes.setdefault(semconv.STRATEGY, flow.strategy)
-        attributes.setdefault(semconv.SYMBOL, flow.symbol)
-        reference = flow.reference_price
-    venue = attributes.get(semconv.VENUE)
-    if venue is not None:
-        attributes[semconv.PEER_SERVICE] = venue  # Tempo's service graph draws bot -> venue edges from it
-    return OrderCall(attributes, reference)
+    """An order scope from attributes known up front (integrations: ccxt), with the flow's context."""
+    return OrderCall(attributes, (_NO_ARGUMENTS, False, (), {}, current_flow()),
+                     attributes.get(semconv.ORDER_CLIENT_ID))
 
 
 @overload
@@ -142,9 +178,9 @@ def traced_order(
             fixed[semconv.VENUE] = venue
 
         def make(engine: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> OrderCall:
-            found = reader.read(instance is not None, args, kwargs)
-            found.update(fixed)  # the decorator's venue wins over a 'venue' argument
-            return start_order(engine, found)
+            receiver = instance is not None
+            return OrderCall(dict(fixed), (reader, receiver, args, kwargs, _current_flow()),
+                             reader.first(semconv.ORDER_CLIENT_ID, receiver, args, kwargs))
 
         return traced(fn, make, _read_result)  # type: ignore[no-any-return]
 
@@ -169,6 +205,16 @@ def _static_attributes(attributes: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         raise ConfigurationError(f"attributes={attributes!r}: expected a mapping (or pairs) of names to "
                                  "values") from None
+
+
+class _NoArguments:
+    """The reader of an order whose attributes were given up front."""
+
+    def read(self, receiver: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+_NO_ARGUMENTS = _NoArguments()
 
 
 def _read_result(scope: SpanScope, result: Any) -> None:
