@@ -18,7 +18,14 @@ from qt_telemetry.kill_switch import (
     observe_kill_switch,
     record_kill_switch,
 )
-from qt_telemetry.orders import order_acknowledged, order_cancelled, order_filled, order_rejected, traced_order
+from qt_telemetry.orders import (
+    order_acknowledged,
+    order_cancelled,
+    order_filled,
+    order_rejected,
+    order_span,
+    traced_order,
+)
 from qt_telemetry.propagation import extract, inject
 from qt_telemetry.risk import RiskCheck, daily_pnl_used, risk_check, set_risk_gauges
 
@@ -47,6 +54,7 @@ __all__ = [
     "order_cancelled",
     "order_filled",
     "order_rejected",
+    "order_span",
     "record_breaker_state",
     "record_kill_switch",
     "risk_check",

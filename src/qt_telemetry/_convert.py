@@ -40,6 +40,7 @@ _NO_EXEMPLAR = Context()
 #: Which metrics each span yields: (metric, value) where value is "duration", a constant or an attribute key.
 SPAN_METRICS: dict[str, tuple[tuple[semconv.MetricSpec, float | str], ...]] = {
     semconv.SPAN_ORDER: ((semconv.ORDER_LATENCY, "duration"),),
+    semconv.SPAN_ORDER_CANCEL: ((semconv.ORDER_CANCEL_LATENCY, "duration"),),
     semconv.SPAN_TRADE: ((semconv.TRADE_DURATION, "duration"), (semconv.TRADES, 1)),
     semconv.SPAN_SIGNAL: ((semconv.STAGE_DURATION, "duration"),),
     semconv.SPAN_ENTRY: ((semconv.STAGE_DURATION, "duration"),),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from types import TracebackType
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from opentelemetry.util import types
 from qt_telemetry import semconv
 from qt_telemetry._records import SPAN, plain
 from qt_telemetry._safety import telemetry_error
+from qt_telemetry._state import STATE
 
 if TYPE_CHECKING:
     from qt_telemetry._engines import Engine
@@ -246,6 +248,49 @@ class SpanScope(trace.Span):
         return f"{self.tid:032x}"
 
 
+class BlockScope(SpanScope):
+    """A scope used as ``with``/``async with``."""
+
+    def _parent(self) -> Context | None:
+        return None
+
+    def _opening(self) -> None:
+        pass
+
+    def _closing(self) -> None:
+        pass
+
+    def __enter__(self) -> Any:
+        self._opening()
+        engine = STATE.active()
+        if engine is not None:
+            self.open(engine, self._parent())
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if self.engine is not None:
+                self.close(exc)
+            elif exc is not None and self.outcome is None:
+                self.outcome = semconv.OUTCOME_ERROR
+        finally:
+            self._closing()
+
+    async def __aenter__(self) -> Any:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    @property
+    def trace_id(self) -> str:
+        """This span's trace id as 32 hex digits (what Tempo and the exemplars show)."""
+        return self.trace_id_hex
+
+
+
 class EventScope(SpanScope):
     """A short span of its own that carries one event when no trace is active (a kill switch flipped at idle)."""
 
@@ -256,8 +301,6 @@ class EventScope(SpanScope):
 
 def record_event(span_name: str, event: str, attributes: dict[str, Any]) -> None:
     """Add ``event`` to the current span; with no trace active, a short span of its own carries it."""
-    from qt_telemetry._state import STATE
-
     try:
         clean = {k: v for k, v in ((k, plain(v)) for k, v in attributes.items()) if v is not None}
         current = _get_current_span()

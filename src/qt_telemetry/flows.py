@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
-from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
@@ -19,7 +18,7 @@ from opentelemetry.context import Context
 from qt_telemetry import semconv
 from qt_telemetry._records import finite, plain, text
 from qt_telemetry._safety import telemetry_error
-from qt_telemetry._scope import SpanScope
+from qt_telemetry._scope import BlockScope
 from qt_telemetry._state import STATE
 
 _CURRENT_FLOW: ContextVar[TradeFlow | None] = ContextVar("qt_telemetry_flow", default=None)
@@ -47,49 +46,7 @@ def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Block(SpanScope):
-    """A scope used as ``with``/``async with``."""
-
-    def _parent(self) -> Context | None:
-        return None
-
-    def _opening(self) -> None:
-        pass
-
-    def _closing(self) -> None:
-        pass
-
-    def __enter__(self) -> Any:
-        self._opening()
-        engine = STATE.active()
-        if engine is not None:
-            self.open(engine, self._parent())
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        try:
-            if self.engine is not None:
-                self.close(exc)
-            elif exc is not None and self.outcome is None:
-                self.outcome = semconv.OUTCOME_ERROR
-        finally:
-            self._closing()
-
-    async def __aenter__(self) -> Any:
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-    @property
-    def trace_id(self) -> str:
-        """This span's trace id as 32 hex digits (what Tempo and the exemplars show)."""
-        return self.trace_id_hex
-
-
-class Stage(_Block):
+class Stage(BlockScope):
     """One stage of a trade flow; a context manager (sync and async)."""
 
     def __init__(self, flow: TradeFlow, stage: str, attributes: Mapping[str, Any]) -> None:
@@ -107,7 +64,7 @@ class Stage(_Block):
             self.flow.outcome = semconv.OUTCOME_ERROR
 
 
-class TradeFlow(_Block):
+class TradeFlow(BlockScope):
     """The root span of one trade. Use :func:`trade_flow` to make one."""
 
     name = semconv.SPAN_TRADE

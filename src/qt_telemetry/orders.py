@@ -21,7 +21,7 @@ from qt_telemetry._config import ConfigurationError
 from qt_telemetry._orderstore import OrderRecord, OrderStore
 from qt_telemetry._records import finite, plain, text
 from qt_telemetry._safety import telemetry_error
-from qt_telemetry._scope import SpanScope, link_to_current
+from qt_telemetry._scope import BlockScope, SpanScope, link_to_current
 from qt_telemetry._state import STATE
 from qt_telemetry._wrapping import traced
 from qt_telemetry.flows import current_flow
@@ -48,7 +48,7 @@ ORDER_STORE: OrderStore = STATE.orders
 _current_flow = current_flow
 
 
-class OrderCall(SpanScope):
+class OrderCall(BlockScope):
     """The span of one placement. Remembered by client order id from its start, so early fills find it.
 
     The trading thread only keeps references to the call's arguments and result; reading the order fields
@@ -135,10 +135,30 @@ class OrderCall(SpanScope):
             self.stored.order = None
 
 
-def start_order(engine: Any, attributes: dict[str, Any]) -> OrderCall:
-    """An order scope from attributes known up front (integrations: ccxt), with the flow's context."""
-    return OrderCall(attributes, (_NO_ARGUMENTS, False, (), {}, current_flow()),
-                     attributes.get(semconv.ORDER_CLIENT_ID))
+_OPERATIONS = {"place": semconv.SPAN_ORDER, "cancel": semconv.SPAN_ORDER_CANCEL, "query": semconv.SPAN_ORDER_QUERY}
+
+
+def order_span(*, venue: Any, symbol: Any = None, side: Any = None, order_type: Any = None, quantity: Any = None,
+               price: Any = None, client_order_id: Any = None, operation: str = "place",
+               **attributes: Any) -> OrderCall:
+    """An order request you cannot decorate, as a block: ``with qt.order_span(venue="binance", symbol=...,
+    side="buy", quantity=1, client_order_id=cid) as order:`` (also ``async with``).
+
+    ``operation`` is ``place`` (a ``qt.order.place`` span and the order latency), ``cancel`` (``qt.order.cancel``
+    and the cancel latency) or ``query`` (``qt.order.query``, span only). Inside, ``order.set_result(reply)``
+    reads the venue's order id from the reply and ``order.reject(reason)`` marks a venue refusal.
+    """
+    name = _OPERATIONS.get(operation)
+    if name is None:
+        raise ConfigurationError(f"operation={operation!r}: expected one of {', '.join(_OPERATIONS)}")
+    values = {semconv.VENUE: venue, semconv.SYMBOL: symbol, semconv.SIDE: side, semconv.ORDER_TYPE: order_type,
+              semconv.ORDER_QUANTITY: quantity, semconv.ORDER_PRICE: price, semconv.ORDER_CLIENT_ID: client_order_id,
+              **attributes}
+    scope = OrderCall({k: v for k, v in ((k, plain(v)) for k, v in values.items()) if v is not None},
+                      (_NO_ARGUMENTS, False, (), {}, current_flow()), client_order_id if name == semconv.SPAN_ORDER
+                      else None)
+    scope.name = name
+    return scope
 
 
 @overload
@@ -358,4 +378,4 @@ def slippage_bps(side: Any, fill_price: float, reference: float) -> float | None
 
 
 __all__ = ["ORDER_STORE", "OrderCall", "OrderStore", "order_acknowledged", "order_cancelled", "order_filled",
-           "order_rejected", "start_order", "traced_order"]
+           "order_rejected", "order_span", "traced_order"]

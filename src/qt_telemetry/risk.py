@@ -17,13 +17,14 @@ from qt_telemetry._safety import telemetry_error
 from qt_telemetry._scope import SpanScope
 from qt_telemetry._state import STATE
 from qt_telemetry._wrapping import traced
-from qt_telemetry.flows import _Block, clean_attributes, current_flow
+from qt_telemetry._scope import BlockScope
+from qt_telemetry.flows import clean_attributes, current_flow
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class RiskCheck(_Block):
+class RiskCheck(BlockScope):
     """One evaluation of a risk rule: a context manager (sync/async); :func:`risk_check` also decorates.
 
     Inside the block call :meth:`reject`; leaving the block without it means the check passed. The check is a

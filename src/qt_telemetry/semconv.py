@@ -101,6 +101,8 @@ SPAN_ENTRY: Final = "qt.trade.entry"
 SPAN_EXECUTION: Final = "qt.trade.execution"
 SPAN_EXIT: Final = "qt.trade.exit"
 SPAN_ORDER: Final = "qt.order.place"
+SPAN_ORDER_CANCEL: Final = "qt.order.cancel"
+SPAN_ORDER_QUERY: Final = "qt.order.query"
 SPAN_RISK_CHECK: Final = "qt.risk.check"
 SPAN_ORDER_EVENT: Final = "qt.order.update"
 STAGES: Final = ("signal", "entry", "execution", "exit")
@@ -168,6 +170,9 @@ ORDER_LATENCY: Final = MetricSpec(
     "qt.order.latency", "histogram", "s",
     "Order placement latency, measured inside the order span; its count is the number of orders by outcome.",
     _ORDER_ATTRS, LATENCY_BUCKETS_S, optional=(ERROR_TYPE,))
+ORDER_CANCEL_LATENCY: Final = MetricSpec(
+    "qt.order.cancel.latency", "histogram", "s", "Order cancel request latency (cancel one or all orders).",
+    (VENUE, SYMBOL, OUTCOME, ERROR_TYPE), LATENCY_BUCKETS_S, optional=(ERROR_TYPE,))
 ORDER_EVENTS: Final = MetricSpec(
     "qt.order.events", "counter", "{event}",
     "Order lifecycle events after placement (ack, partial_fill, fill, cancel, reject).",
@@ -251,7 +256,7 @@ HEARTBEAT: Final = MetricSpec(
 METRICS: Final = {
     m.name: m
     for m in (
-        ORDER_LATENCY, ORDER_EVENTS, FILL_LATENCY, SLIPPAGE, TRADE_DURATION, STAGE_DURATION, TRADES,
+        ORDER_LATENCY, ORDER_CANCEL_LATENCY, ORDER_EVENTS, FILL_LATENCY, SLIPPAGE, TRADE_DURATION, STAGE_DURATION, TRADES,
         KILL_SWITCH_ACTIVE, KILL_SWITCH_LAST_CHANGE, KILL_SWITCH_ACTIVATIONS, BREAKER_STATE, BREAKER_TRIPS,
         BREAKER_RESETS, RISK_CHECKS, RISK_CHECK_LATENCY, DAILY_PNL_USED, OPEN_POSITIONS, MAX_POSITIONS,
         GROSS_EXPOSURE, FEED_CONNECTED, FEED_GAP, FEED_STALENESS, FEED_MESSAGES, FEED_RECONNECTS,
