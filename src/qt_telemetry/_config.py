@@ -197,7 +197,7 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
             env_millis=True),
     Setting("shutdown_timeout", ("QT_TELEMETRY_SHUTDOWN_TIMEOUT",), 2.0, _number(0.0, 600.0, low_open=True),
             "seconds `force_flush()`/`shutdown()` may take (the exporter process has its own bound)"),
-    Setting("exporter_drain_timeout", ("QT_TELEMETRY_EXPORTER_DRAIN_TIMEOUT",), 5.0, _number(0.0, 600.0),
+    Setting("exporter_drain_timeout", ("QT_TELEMETRY_EXPORTER_DRAIN_TIMEOUT",), 10.0, _number(0.0, 600.0),
             "seconds the exporter process keeps exporting after the last trading process is gone"),
     Setting("queue_size", ("QT_TELEMETRY_QUEUE_SIZE",), 65_536, _int(64, 10_000_000),
             "records the trading process buffers for the exporter; beyond it they are dropped and counted"),

@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -261,7 +262,8 @@ class ProcessChannel:
     is counted.
     """
 
-    def __init__(self, settings: Settings, listen_socket: socket.socket | None = None) -> None:
+    def __init__(self, settings: Settings, listen_socket: socket.socket | None = None,
+                 join: str | None = None) -> None:
         self.settings = settings
         self._listen = listen_socket
         self._sock: socket.socket | None = None
@@ -270,18 +272,29 @@ class ProcessChannel:
         self._owner = os.getpid()
         self._dead = False
         self._flush_lock = threading.Lock()
-        self.spawn()
+        #: The exporter's named socket: processes that do not descend by fork (multiprocessing "spawn") join it.
+        self.address: str | None = None
+        if join is not None:
+            self._join(join)
+        else:
+            self.spawn()
+
+    def _join(self, address: str) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.connect(address)
+        _tune(sock)
+        self._sock, self.address, self._dead = sock, address, False
 
     def spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
-        except OSError:
-            pass
-        ours.setblocking(False)
+        _tune(ours)
+        directory = tempfile.mkdtemp(prefix="qt-telemetry-")  # private (0700): only this user can join
+        address = os.path.join(directory, "exporter.sock")
+        named = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        named.bind(address)
         life_r, life_w = os.pipe()
         config_r, config_w = os.pipe()
-        fds = [theirs.fileno(), life_r, config_r]
+        fds = [theirs.fileno(), named.fileno(), life_r, config_r]
         if self._listen is not None:
             fds.append(self._listen.fileno())
         env = dict(os.environ)
@@ -299,7 +312,9 @@ class ProcessChannel:
             os.close(config_r)
             os.close(life_r)
             theirs.close()
+            named.close()
         self._sock, self._life, self._owner, self._dead = ours, life_w, os.getpid(), False
+        self.address = address
 
     def send(self, header: Header, records: list[tuple[Any, ...]]) -> str | None:
         sock = self._sock
@@ -372,6 +387,14 @@ class ProcessChannel:
 
     def after_fork(self) -> None:
         self._flush_lock = threading.Lock()
+
+
+def _tune(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    except OSError:
+        pass
+    sock.setblocking(False)
 
 
 class RecordingProcessor(SpanProcessor):

@@ -1,6 +1,6 @@
 """The exporter process: records in over a private socket, OTLP out. Started by ``init()``; never by hand.
 
-    python -m qt_telemetry._exporter <data fd> <life fd> <config fd> [<metrics listen fd>]
+    python -m qt_telemetry._exporter <pair fd> <named socket fd> <life fd> <config fd> [<metrics listen fd>]
 
 It runs the OTel SDK (span building, aggregation, protobuf encoding, retries) off the trading process's GIL.
 It ends by itself: when every trading process that shared it is gone (the life pipe reads EOF) it exports
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import select
 import signal
 import socket
@@ -26,6 +27,8 @@ from qt_telemetry._pipeline import Pipeline
 
 _log = logging.getLogger("qt_telemetry")
 _MAX_DATAGRAM = 1 << 22
+#: Datagrams read but not yet converted, at most (beyond it they are dropped and counted: exporter_busy).
+_INBOX_BYTES = 32 << 20
 
 
 class _OncePerMinute(logging.Filter):
@@ -45,36 +48,57 @@ class _OncePerMinute(logging.Filter):
 
 
 class Exporter:
-    def __init__(self, settings: Settings, data: socket.socket, life: int, listen: socket.socket | None) -> None:
+    def __init__(self, settings: Settings, inputs: list[socket.socket], life: int,
+                 listen: socket.socket | None) -> None:
         self.settings = settings
-        self.data = data
+        self.inputs = {sock.fileno(): sock for sock in inputs}
         self.life = life
         self.pipeline = Pipeline(settings, remote=True, listen_socket=listen)
         self.converter = self.pipeline.converter
         self._last_liveness = time.monotonic()
+        self._retiring: queue.Queue[tuple[ProducerState, Any]] = queue.Queue()
+        self._inbox: queue.Queue[tuple[bytes, list[int]] | None] = queue.Queue()
+        self._inbox_bytes = 0
+        self._overflowed: dict[tuple[int, str], int] = {}
+        threading.Thread(target=self._retire_worker, name="qt-telemetry-retire", daemon=True).start()
 
     def run(self) -> None:
-        self.data.setblocking(False)
+        """Read datagrams as fast as they come (so no trading process ever finds the socket full because we are
+        busy converting); a second thread converts them in order. Returns when every producer is gone and what
+        they sent is exported, or the drain bound has passed."""
+        for sock in self.inputs.values():
+            sock.setblocking(False)
+        converter = threading.Thread(target=self._convert_loop, name="qt-telemetry-convert", daemon=True)
+        converter.start()
         while True:
-            ready, _, _ = select.select([self.data.fileno(), self.life], [], [], 1.0)
-            if self.data.fileno() in ready:
-                self.receive()
+            ready, _, _ = select.select([*self.inputs, self.life], [], [], 1.0)
+            for fd in ready:
+                if fd in self.inputs:
+                    self.receive(self.inputs[fd])
             if self.life in ready and not os.read(self.life, 64):
                 break  # every trading process is gone
-            if time.monotonic() - self._last_liveness > 5:
-                self._last_liveness = time.monotonic()
-                self.retire_dead()
         _release_terminal()
-        self.receive()
+        for sock in self.inputs.values():
+            self.receive(sock)
         deadline = time.monotonic() + self.settings.exporter_drain_timeout_s
-        worker = threading.Thread(target=self.pipeline.shutdown, args=(deadline,), daemon=True)
+        self._inbox.put(None)  # the converter's signal: everything that will come has come
+        converter.join(max(0.0, deadline - time.monotonic()))
+
+        def finish() -> None:
+            for producer in list(self.converter.producers.values()):
+                self.retire(producer)
+            self._wait_retired(deadline)
+            self.pipeline.shutdown(deadline)
+
+        worker = threading.Thread(target=finish, daemon=True)
         worker.start()
         worker.join(max(0.0, deadline - time.monotonic()) + 0.5)
 
-    def receive(self) -> None:
+    def receive(self, sock: socket.socket) -> None:
+        """Move every waiting datagram to the inbox; past its bound, drop it and count it for its producer."""
         while True:
             try:
-                data, fds, _, _ = socket.recv_fds(self.data, _MAX_DATAGRAM, 1)
+                data, fds, _, _ = socket.recv_fds(sock, _MAX_DATAGRAM, 1)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -83,22 +107,59 @@ class Exporter:
                 for fd in fds:
                     os.close(fd)
                 continue
+            if self._inbox_bytes + len(data) > _INBOX_BYTES and not fds:
+                self._overflow(data)
+                continue
+            self._inbox_bytes += len(data)
+            self._inbox.put((data, fds))
+
+    def _overflow(self, data: bytes) -> None:
+        try:
+            header, records = R.decode(data)
+        except (ValueError, EOFError, TypeError):
+            return
+        key = (header[1], header[2])
+        self._overflowed[key] = self._overflowed.get(key, 0) + len(records)
+
+    def _convert_loop(self) -> None:
+        while True:
             try:
-                header, records = R.decode(data)
-            except (ValueError, EOFError, TypeError):
-                for fd in fds:
-                    os.close(fd)
+                item = self._inbox.get(timeout=1.0)
+            except queue.Empty:
+                self.retire_dead()
                 continue
-            if fds:
-                self.flush_for(records, fds[0])
-                continue
-            with self.converter.lock:
-                producer = self.converter.producer(header[1], header[2])
-                producer.last_seen = time.time()
-                producer.producer_drops(header[3])
-                self.converter.accept(producer, records)
-            if producer.goodbye:
-                self.retire(producer)
+            if item is None:
+                return
+            data, fds = item
+            self._inbox_bytes -= len(data)
+            try:
+                self.convert(data, fds)
+            except Exception as exc:  # noqa: BLE001 - the converter thread must survive any batch
+                _log.debug("qt-telemetry exporter: a batch failed: %r", exc)
+            if time.monotonic() - self._last_liveness > 5 and self._inbox.empty():
+                self._last_liveness = time.monotonic()
+                self.retire_dead()
+
+    def convert(self, data: bytes, fds: list[int]) -> None:
+        try:
+            header, records = R.decode(data)
+        except (ValueError, EOFError, TypeError):
+            for fd in fds:
+                os.close(fd)
+            return
+        if fds:
+            self.flush_for(records, fds[0])
+            return
+        with self.converter.lock:
+            producer = self.converter.producer(header[1], header[2])
+            producer.last_seen = time.time()
+            producer.producer_drops(header[3])
+            lost = self._overflowed.pop((header[1], header[2]), 0)
+            if lost:
+                producer.drop("records", "exporter_busy", lost)
+            self.converter.accept(producer, records)
+        if producer.goodbye:
+            self.retire(producer)
 
     def flush_for(self, records: list[Any], reply: int) -> None:
         budget = float(records[0][2]) if records and records[0][0] == R.CONTROL else 1.0
@@ -115,25 +176,40 @@ class Exporter:
         threading.Thread(target=run, name="qt-telemetry-flush", daemon=True).start()
 
     def retire(self, producer: ProducerState) -> None:
-        """A trading process said goodbye (or died): export its last state, then forget it."""
+        """A trading process said goodbye (or died): export its last state, then forget it (in order, on one
+        thread, so a hundred exiting workers do not open a hundred connections at once)."""
         self.converter.producers.pop(producer.pid, None)
-        provider = next((p for p in self.pipeline.providers
-                         if p._sdk_config.resource is producer.resource), None)
+        with self.converter.lock:
+            provider = next((p for p in self.pipeline.providers if p._sdk_config.resource is producer.resource), None)
+            if provider is not None:
+                self.pipeline.providers.remove(provider)
+        self._retiring.put((producer, provider))
 
-        def final_export() -> None:
+    def _retire_worker(self) -> None:
+        while True:
+            producer, provider = self._retiring.get()
             try:
                 if provider is not None:
                     provider.shutdown(timeout_millis=10_000)
+            except Exception as exc:  # noqa: BLE001
+                _log.warning("final export for process %s failed: %r", producer.pid, exc)
             finally:
                 with self.converter.lock:
                     self.converter.forget(producer)
-                if provider is not None and provider in self.pipeline.providers:
-                    self.pipeline.providers.remove(provider)
+                self._retiring.task_done()
 
-        threading.Thread(target=final_export, name="qt-telemetry-retire", daemon=True).start()
+    def _wait_retired(self, deadline: float) -> None:
+        while self._retiring.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def retire_dead(self) -> None:
+        """Forget processes that died without a goodbye (killed), once all they sent has been converted."""
+        if not self._inbox.empty():
+            return
+        quiet_since = time.time() - 3.0
         for producer in list(self.converter.producers.values()):
+            if producer.last_seen > quiet_since:
+                continue
             try:
                 os.kill(producer.pid, 0)
             except ProcessLookupError:
@@ -153,9 +229,18 @@ def _release_terminal() -> None:
         pass
 
 
+def _remove(address: Any) -> None:
+    if isinstance(address, str) and address:
+        try:
+            os.unlink(address)
+            os.rmdir(os.path.dirname(address))
+        except OSError:
+            pass
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the bot; we drain after it
-    data_fd, life_fd, config_fd, *rest = (int(a) for a in argv)
+    pair_fd, named_fd, life_fd, config_fd, *rest = (int(a) for a in argv)
     with os.fdopen(config_fd, "rb") as config:
         settings = Settings.from_json(config.read().decode())
     handler = logging.StreamHandler(sys.stderr)
@@ -163,7 +248,9 @@ def main(argv: list[str]) -> int:
     handler.setFormatter(logging.Formatter("qt-telemetry exporter: %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     listen = socket.socket(fileno=rest[0]) if rest else None
-    exporter = Exporter(settings, socket.socket(fileno=data_fd), life_fd, listen)
+    named = socket.socket(fileno=named_fd)
+    address = named.getsockname()
+    exporter = Exporter(settings, [socket.socket(fileno=pair_fd), named], life_fd, listen)
 
     def stop(_signum: int, _frame: Any) -> None:  # SIGTERM: export what we hold, briefly, and go
         raise SystemExit(0)
@@ -174,6 +261,7 @@ def main(argv: list[str]) -> int:
     except SystemExit:
         deadline = time.monotonic() + min(2.0, settings.exporter_drain_timeout_s)
         exporter.pipeline.shutdown(deadline)
+    _remove(address)
     sys.stdout.flush()
     os._exit(0)
 

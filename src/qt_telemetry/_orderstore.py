@@ -29,11 +29,17 @@ class OrderRecord:
 
     @property
     def attributes(self) -> dict[str, Any]:
+        """Read by an update on its own thread while the pump may be finishing the order: the pump sets
+        ``carried`` before it lets go of ``order``, so one of the two is always there."""
         carried = self.carried
-        if carried is None:
-            order, self.order = self.order, None
-            carried = self.carried = order.carried_attributes() if order is not None else {}
-        return carried
+        if carried is not None:
+            return carried
+        order = self.order
+        if order is not None:
+            found: dict[str, Any] = order.carried_attributes()
+            self.carried = found
+            return found
+        return self.carried or {}
 
 
 class OrderStore:

@@ -9,6 +9,7 @@ recorded is handed to the exporter, which exports it after the trading process i
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import math
 import os
@@ -155,6 +156,7 @@ def shutdown(timeout: float | None = None) -> bool:
         return True
     _safety.set_error_sink(None)
     logs.uninstall()
+    os.environ.pop(INHERIT_VARIABLE, None)
     return bool(installed.close(_budget(timeout, installed.settings)))
 
 
@@ -185,14 +187,18 @@ def _install(settings: Settings, processors: list[SpanProcessor], readers: list[
         except OSError as exc:  # no helper process possible here (frozen app, sandbox): same records, in-process
             _log.warning("qt-telemetry: cannot start the exporter process (%r); exporting from a thread instead", exc)
             channel = LocalChannel(Pipeline(settings, remote=False, listen_socket=listen))
-        return _install_records(settings, channel, listen)
+        installed = _install_records(settings, channel, listen)
+        if isinstance(channel, ProcessChannel) and channel.address:
+            _offer_to_spawned_children(settings, channel.address, installed.engine)
+        return installed
     except BaseException:
         if listen is not None:
             listen.close()
         raise
 
 
-def _install_records(settings: Settings, channel: Any, listen: socket.socket | None = None) -> Installed:
+def _install_records(settings: Settings, channel: Any, listen: socket.socket | None = None,
+                     instance: str | None = None) -> Installed:
     resource = base_resource(settings)
     sampler = HeadSampler()
     engine: RecordEngine
@@ -202,9 +208,11 @@ def _install_records(settings: Settings, channel: Any, listen: socket.socket | N
         close: Callable[[float], bool] = lambda _t: True  # noqa: E731
         flush: Callable[[float], bool] = lambda _t: True  # noqa: E731
     else:
-        instance = str(resource.attributes.get(SERVICE_INSTANCE_ID) or "") or None
+        root = instance or str(resource.attributes.get(SERVICE_INSTANCE_ID) or "") or None
         outbox = Outbox(settings.queue_size, channel, tick=_gauge_tick,
-                        tick_interval=min(settings.metric_export_interval_s / 2, 5.0), instance_id=instance)
+                        tick_interval=min(settings.metric_export_interval_s / 2, 5.0), instance_id=root)
+        if instance is not None:  # a spawned child: the parent's id, then ours
+            outbox.instance_id = f"{instance}-{os.getpid()}"
         engine = QueuedEngine(sampler, outbox, "process" if isinstance(channel, ProcessChannel) else "inline")
         secrets = tuple(settings.secret_values)
         if secrets:
@@ -307,6 +315,45 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
 
     owns = created_tp is not None or created_mp is not None
     return Installed(_info(settings, resource, _metrics_url(listen), owns, "sdk"), settings, engine, close, flush)
+
+
+#: multiprocessing "spawn" children find the parent's exporter here (set by init(), read by the child's first call).
+INHERIT_VARIABLE = "QT_TELEMETRY__INHERIT"
+
+
+def _offer_to_spawned_children(settings: Settings, address: str, engine: Engine) -> None:
+    shared = json.loads(settings.to_json())
+    shared["secret_values"] = []  # never in the environment; a child registers its own (e.g. ccxt keys)
+    instance = getattr(getattr(engine, "outbox", None), "root_instance_id", None)
+    os.environ[INHERIT_VARIABLE] = json.dumps({"address": address, "settings": shared, "instance": instance})
+
+
+def join_parent() -> Engine | None:
+    """In a multiprocessing "spawn" child of an initialised process: export through the parent's exporter
+    (or, when it is gone, a new one of our own) with the parent's settings — no ``init()`` needed."""
+    raw = os.environ.get(INHERIT_VARIABLE)
+    if not raw:
+        return None
+    with STATE.lock:
+        if STATE.installed is not None:
+            return STATE.engine  # type: ignore[no-any-return]
+        try:
+            inherited = json.loads(raw)
+            settings = Settings.from_json(json.dumps(inherited["settings"]))
+            try:
+                channel = ProcessChannel(settings, join=inherited["address"])
+            except OSError:
+                channel = ProcessChannel(settings)
+            installed = _install_records(settings, channel, instance=inherited.get("instance"))
+        except Exception as exc:  # noqa: BLE001 - telemetry must never break the child
+            _log.warning("qt-telemetry: could not join the parent's exporter: %r", exc)
+            return None
+        STATE.installed = installed
+        STATE.engine = installed.engine
+    _safety.set_error_sink(error_counter(installed.engine))
+    installed.engine.send_board(STATE.board)
+    _register_exit()
+    return installed.engine
 
 
 def sdk_engine_for_installed_providers(settings: Settings | None = None) -> SdkEngine | None:

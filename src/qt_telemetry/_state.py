@@ -31,6 +31,7 @@ class State:
         self._lazy_key: tuple[object, object] | None = None
         self._lazy: Any = None
         self.installed: Any = None  # what init() set up (qt_telemetry._setup.Installed)
+        self._joined = False
 
     def active(self) -> Any:
         """The engine, or — without ``init()`` but with an SDK provider installed by someone else (e.g.
@@ -40,6 +41,14 @@ class State:
             return engine
         provider = getattr(_TRACE, "_TRACER_PROVIDER", None)
         if provider is None:
+            if _INHERITED and not self._joined:
+                self._joined = True
+                import multiprocessing
+
+                if multiprocessing.parent_process() is not None:  # a "spawn" child of an initialised bot
+                    from qt_telemetry._setup import join_parent
+
+                    return join_parent()
             return None
         return self._lazy_engine(provider)
 
@@ -91,5 +100,7 @@ class State:
             engine.after_fork_in_child()
 
 
+#: Set by init() for multiprocessing "spawn" children: their first call joins the parent's exporter.
+_INHERITED = bool(os.environ.get("QT_TELEMETRY__INHERIT"))
 STATE = State()
 os.register_at_fork(after_in_child=STATE.after_fork_in_child)
