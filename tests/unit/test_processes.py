@@ -87,7 +87,8 @@ def _check(receiver: OtlpHttpReceiver, report: dict[str, Any], orders: int) -> N
 
     def metrics_complete() -> bool:
         counts = _latency_counts(receiver)
-        return all(counts.get((instances[pid], f"C{n}"), 0) == orders for n, pid in enumerate(children))
+        return all(counts.get((instances[pid], f"C{n}"), 0) == orders for n, pid in enumerate(children)) and \
+            counts.get((instances[report["parent"]], "PARENT"), 0) == 10
 
     try:
         receiver.wait_for(metrics_complete, timeout=60, what="every child's order count in its own metrics")
