@@ -45,12 +45,14 @@ class _Store:
                     out.extend((resource, m) for m in sm.metrics)
         return out
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0, what: str = "data") -> None:
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0, what: str = "data",
+                 interval: float = 0.05) -> None:
+        """Poll ``predicate``; a slow one gets a longer ``interval`` so it does not starve the receiver."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():
                 return
-            time.sleep(0.05)
+            time.sleep(interval)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 

@@ -61,7 +61,7 @@ def _check(receiver: OtlpHttpReceiver, report: dict[str, Any], orders: int) -> N
             by_pid.get(report["parent"], Counter())["PARENT"] >= 10
 
     try:
-        receiver.wait_for(complete, timeout=60, what="every child's orders and the parent's")
+        receiver.wait_for(complete, timeout=60, what="every child's orders and the parent's", interval=1.0)
     except AssertionError:
         by_pid = _orders_by_pid(receiver)
         missing = {pid: dict(by_pid.get(pid, {})) for pid in [report["parent"], *children]
@@ -91,7 +91,8 @@ def _check(receiver: OtlpHttpReceiver, report: dict[str, Any], orders: int) -> N
             counts.get((instances[report["parent"]], "PARENT"), 0) == 10
 
     try:
-        receiver.wait_for(metrics_complete, timeout=60, what="every child's order count in its own metrics")
+        receiver.wait_for(metrics_complete, timeout=60, what="every child's order count in its own metrics",
+                          interval=1.0)
     except AssertionError:
         counts = _latency_counts(receiver)
         wrong = {f"C{n}": counts.get((instances[pid], f"C{n}")) for n, pid in enumerate(children)
