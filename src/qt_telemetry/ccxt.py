@@ -56,7 +56,7 @@ E = TypeVar("E")
 class _Method:
     """Where one ccxt order method keeps its arguments (positions after ``self``) and what it is to us."""
 
-    __slots__ = ("name", "operation", "positions", "order_type")
+    __slots__ = ("name", "operation", "order_type", "positions")
 
     def __init__(self, name: str, operation: str, parameters: str, order_type: str | None = None) -> None:
         self.name = name

@@ -140,7 +140,7 @@ class FakeBinance:
                 except OSError:  # the client gave up (a timeout test)
                     pass
 
-            do_GET = do_POST = do_DELETE = do_PUT = _serve  # noqa: N815
+            do_GET = do_POST = do_DELETE = do_PUT = _serve
 
             def log_message(self, *args: Any) -> None:
                 pass

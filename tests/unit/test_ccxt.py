@@ -172,7 +172,7 @@ def test_edit_order_is_a_placement_of_the_new_order(binance: ccxt.binance, cap: 
     resting = binance.create_order("BTC/USDT", "limit", "sell", 0.1, 120.0)
     edited = binance.edit_order(resting["id"], "BTC/USDT", "limit", "sell", 0.1, 121.0)
 
-    first, second = cap.spans(semconv.SPAN_ORDER)
+    _, second = cap.spans(semconv.SPAN_ORDER)
     assert second.attributes[semconv.CODE_FUNCTION] == "edit_order"
     assert second.attributes[semconv.ORDER_ID] == edited["id"] != resting["id"]
     assert second.attributes[semconv.ORDER_PRICE] == 121.0
@@ -462,7 +462,8 @@ def test_through_otlp_export_nothing_secret_reaches_the_wire(venue: FakeBinance)
                "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST": "X-MBX-APIKEY",
                "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
                "FAKE_BINANCE_URL": venue.url, "BOT_API_KEY": API_KEY, "BOT_SECRET": SECRET}
-        proc = subprocess.run([sys.executable, "-c", BOT], env=env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([sys.executable, "-c", BOT], env=env, capture_output=True, text=True, timeout=120,
+                              check=False)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.split() == ["BadRequest", "RequestTimeout"]
         receiver.wait_for(lambda: any(s.name == "qt.order.update" for _, s in receiver.spans()) and any(
