@@ -73,14 +73,28 @@ class OrderCall(BlockScope):
     def open(self, engine: Any, parent: Any = None, current: bool = True) -> None:
         super().open(engine, parent, current)
         if self.client_id is not None:
-            try:
-                self.stored = OrderRecord(self.tid, self.sid, self.sampled, order=self)
-                flow = self._source[4] if self._source is not None else current_flow()
-                if flow is not None:
-                    self.stored.reference_price = flow.reference_price
-                STATE.orders.remember(self.client_id, self.stored)
-            except Exception as exc:  # noqa: BLE001
-                telemetry_error("order_store_failed", repr(exc))
+            self._remember(self.client_id)
+
+    def _remember(self, client_id: str) -> None:
+        try:
+            self.stored = OrderRecord(self.tid, self.sid, self.sampled, order=self)
+            flow = self._source[4] if self._source is not None else current_flow()
+            if flow is not None:
+                self.stored.reference_price = flow.reference_price
+            STATE.orders.remember(client_id, self.stored)
+        except Exception as exc:  # noqa: BLE001
+            telemetry_error("order_store_failed", repr(exc))
+
+    def track(self, client_order_id: Any) -> None:
+        """The client order id is known only from the reply (the venue or its client library made it up):
+        remember the order by it from now on, so its acks and fills still join this trace."""
+        if self.client_id is None and not self.closed:
+            client_id = text(client_order_id, 128)
+            if client_id is not None:
+                self.client_id = client_id
+                self.attributes[semconv.ORDER_CLIENT_ID] = client_id
+                if self.engine is not None:
+                    self._remember(client_id)
 
     def reject(self, reason: Any) -> None:
         """The venue refused the order (e.g. insufficient funds): outcome ``rejected`` with a short reason."""

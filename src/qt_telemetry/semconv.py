@@ -58,6 +58,11 @@ ORDER_QUANTITY: Final = "order.quantity"
 ORDER_PRICE: Final = "order.price"
 ORDER_CLIENT_ID: Final = "order.client_order_id"
 ORDER_ID: Final = "order.id"
+#: What the venue's reply says of the order (e.g. ccxt's unified order): its status ("open", "closed",
+#: "canceled", ...), the quantity filled so far and the average fill price.
+ORDER_STATUS: Final = "order.status"
+ORDER_FILLED: Final = "order.filled"
+ORDER_AVERAGE: Final = "order.average"
 FILL_QUANTITY: Final = "fill.quantity"
 FILL_PRICE: Final = "fill.price"
 SLIPPAGE_BPS: Final = "slippage.bps"
