@@ -140,6 +140,18 @@ class QueuedEngine(RecordEngine):
         self.outbox = outbox
         self.name = name
         self._emit = outbox.put
+        self._secrets: set[str] = set()
+        outbox.first_after_restart = self._restated
+
+    def secrets(self, values: tuple[str, ...]) -> None:
+        """Exact values to redact: remembered here, so a restarted exporter learns them before any record."""
+        new = {v for v in values if isinstance(v, str)} - self._secrets
+        if new:
+            self._secrets |= new
+            self.outbox.put_first((R.CONTROL, R.OP_SECRETS, tuple(sorted(new))))
+
+    def _restated(self) -> list[tuple[Any, ...]]:
+        return [(R.CONTROL, R.OP_SECRETS, tuple(sorted(self._secrets)))] if self._secrets else []
 
     def gauge(self, name: str, attributes: dict[str, Any], value: Any) -> None:
         if not callable(value):  # callbacks are evaluated by the pump, off the trading thread

@@ -59,8 +59,14 @@ class Outbox:
         self._seq = 0
         self._last_tick = 0.0
         self._thread: threading.Thread | None = None
+        #: Records a new exporter must get before anything else (the secrets it has to redact).
+        self.first_after_restart: Callable[[], list[tuple[Any, ...]]] = lambda: []
 
     # --- the trading thread's side --------------------------------------------------------------------
+    def put_first(self, record: tuple[Any, ...]) -> None:
+        """A control record that must precede what is queued (secrets to redact); never dropped."""
+        self._queue.appendleft(record)
+
     def put(self, record: Any) -> None:
         """Queue a record tuple, or a closed span whose record the pump makes."""
         queue = self._queue
@@ -90,6 +96,8 @@ class Outbox:
                     next_restart = now + backoff
                     backoff = min(backoff * 2, 30.0)
                     self.channel.restart()
+                    for record in reversed(self.first_after_restart()):
+                        self._queue.appendleft(record)
                     self._last_tick = 0.0  # re-send every gauge to the new exporter
                 elif self.channel.healthy():
                     backoff = 1.0

@@ -58,6 +58,8 @@ class Redactor:
     def add_values(self, values: Iterable[str]) -> None:
         """Redact these exact strings wherever they appear (e.g. an exchange's API key and secret)."""
         merged = set(self._values) | {v for v in values if isinstance(v, str) and len(v) >= 4}
+        if len(merged) == len(self._values):
+            return
         self._values = tuple(sorted(merged, key=len, reverse=True))
         self._texts = {}
 
