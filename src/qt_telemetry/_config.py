@@ -43,11 +43,20 @@ class ConfigurationError(ValueError):
     """A setting has a value qt-telemetry cannot use; the message names the setting and the fix."""
 
 
+def show(value: object) -> str:
+    """``repr`` for error messages, safe with values whose ``__repr__`` raises (and short)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001
+        return f"<unprintable {type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 # --- parsers: (raw value, setting name as the user wrote it) -> value, or ConfigurationError ------------
 
 def _text(value: object, setting: str) -> str:
     if not isinstance(value, str):
-        raise ConfigurationError(f"{setting}={value!r}: expected a string")
+        raise ConfigurationError(f"{setting}={show(value)}: expected a string")
     return value.strip()
 
 
@@ -55,7 +64,7 @@ def _choice(*choices: str) -> Callable[[object, str], str]:
     def parse(value: object, setting: str) -> str:
         text = value.strip().lower() if isinstance(value, str) else value
         if text not in choices:
-            raise ConfigurationError(f"{setting}={value!r}: expected one of {', '.join(choices)}")
+            raise ConfigurationError(f"{setting}={show(value)}: expected one of {', '.join(choices)}")
         return str(text)
 
     return parse
@@ -69,20 +78,20 @@ def _bool(value: object, setting: str) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ConfigurationError(f"{setting}={value!r}: expected true or false")
+    raise ConfigurationError(f"{setting}={show(value)}: expected true or false")
 
 
 def _number(low: float, high: float, *, low_open: bool = False) -> Callable[[object, str], float]:
     def parse(value: object, setting: str) -> float:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ConfigurationError(f"{setting}={value!r}: expected a number from {low:g} to {high:g}")
+            raise ConfigurationError(f"{setting}={show(value)}: expected a number from {low:g} to {high:g}")
         try:
             number = float(value)
         except ValueError:
-            raise ConfigurationError(f"{setting}={value!r}: expected a number from {low:g} to {high:g}") from None
+            raise ConfigurationError(f"{setting}={show(value)}: expected a number from {low:g} to {high:g}") from None
         if not math.isfinite(number) or number > high or number < low or (low_open and number == low):
             bound = f"greater than {low:g}" if low_open else f"at least {low:g}"
-            raise ConfigurationError(f"{setting}={value!r}: expected a number {bound} and at most {high:g}")
+            raise ConfigurationError(f"{setting}={show(value)}: expected a number {bound} and at most {high:g}")
         return number
 
     return parse
@@ -91,13 +100,13 @@ def _number(low: float, high: float, *, low_open: bool = False) -> Callable[[obj
 def _int(low: int, high: int) -> Callable[[object, str], int]:
     def parse(value: object, setting: str) -> int:
         if isinstance(value, bool) or not isinstance(value, str | int):
-            raise ConfigurationError(f"{setting}={value!r}: expected a whole number from {low} to {high}")
+            raise ConfigurationError(f"{setting}={show(value)}: expected a whole number from {low} to {high}")
         try:
             number = int(str(value).strip())
         except ValueError:
-            raise ConfigurationError(f"{setting}={value!r}: expected a whole number from {low} to {high}") from None
+            raise ConfigurationError(f"{setting}={show(value)}: expected a whole number from {low} to {high}") from None
         if not low <= number <= high:
-            raise ConfigurationError(f"{setting}={value!r}: expected a whole number from {low} to {high}")
+            raise ConfigurationError(f"{setting}={show(value)}: expected a whole number from {low} to {high}")
         return number
 
     return parse
@@ -109,11 +118,11 @@ def _words(value: object, setting: str) -> tuple[str, ...]:
     elif isinstance(value, list | tuple | set | frozenset):
         items = list(value)
     else:
-        raise ConfigurationError(f"{setting}={value!r}: expected a comma-separated string or a list of strings")
+        raise ConfigurationError(f"{setting}={show(value)}: expected a comma-separated string or a list of strings")
     out = []
     for item in items:
         if not isinstance(item, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{2,64}", item.strip()):
-            raise ConfigurationError(f"{setting}: {item!r} is not a word of 2-64 letters, digits, '_', '.' or '-'")
+            raise ConfigurationError(f"{setting}: {show(item)} is not a word of 2-64 letters, digits, '_', '.' or '-'")
         out.append(item.strip().lower())
     return tuple(out)
 
@@ -121,12 +130,12 @@ def _words(value: object, setting: str) -> tuple[str, ...]:
 def _patterns(value: object, setting: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
-        raise ConfigurationError(f"{setting}={value!r}: expected a regular expression or a list of them")
+        raise ConfigurationError(f"{setting}={show(value)}: expected a regular expression or a list of them")
     for item in items:
         try:
             re.compile(item)
         except (re.error, TypeError) as exc:
-            raise ConfigurationError(f"{setting}: {item!r} is not a regular expression ({exc})") from None
+            raise ConfigurationError(f"{setting}: {show(item)} is not a regular expression ({exc})") from None
     return tuple(items)
 
 
@@ -147,11 +156,11 @@ def _secret_values(value: object, setting: str) -> tuple[str, ...]:
 
 def _mapping(value: object, setting: str) -> dict[str, str]:
     if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{setting}={value!r}: expected a mapping of strings to strings")
+        raise ConfigurationError(f"{setting}={show(value)}: expected a mapping of strings to strings")
     out = {}
     for key, item in value.items():
         if not isinstance(key, str) or not key or not isinstance(item, str | bool | int | float):
-            raise ConfigurationError(f"{setting}: {key!r}: {item!r} is not a name and a string value")
+            raise ConfigurationError(f"{setting}: {show(key)}: {show(item)} is not a name and a string value")
         out[key] = item if isinstance(item, str) else str(item)
     return out
 
@@ -160,7 +169,7 @@ def _headers(value: object, setting: str) -> dict[str, str]:
     headers = _mapping(value, setting)
     for key, item in headers.items():
         if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", key) or any(c in item for c in "\r\n\0"):
-            raise ConfigurationError(f"{setting}: {key!r} is not a valid HTTP header name and value")
+            raise ConfigurationError(f"{setting}: {show(key)} is not a valid HTTP header name and value")
     return headers
 
 
@@ -376,7 +385,7 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?)(?:\.[A-
 
 def check_endpoint(value: str, setting: str, grpc: bool = False) -> str:
     """An OTLP endpoint URL (or, for gRPC, a bare ``host:port``), or ConfigurationError naming ``setting``."""
-    bad = ConfigurationError(f"{setting}={value!r} is not an OTLP endpoint URL: expected e.g. "
+    bad = ConfigurationError(f"{setting}={show(value)} is not an OTLP endpoint URL: expected e.g. "
                              "'http://localhost:4318' (HTTP) or 'http://localhost:4317' (gRPC)")
     if grpc and "://" not in value:  # the gRPC exporter also takes a bare host:port
         host, _, port_text = value.rpartition(":")
@@ -387,11 +396,11 @@ def check_endpoint(value: str, setting: str, grpc: bool = False) -> str:
         parts = urlsplit(value)
         port = parts.port
     except ValueError:
-        raise ConfigurationError(f"{setting}={value!r} has an invalid host or port") from None
+        raise ConfigurationError(f"{setting}={show(value)} has an invalid host or port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or not _valid_host(parts.hostname):
         raise bad
     if port is not None and not 0 < port < 65536:
-        raise ConfigurationError(f"{setting}={value!r} has an invalid port")
+        raise ConfigurationError(f"{setting}={show(value)} has an invalid port")
     return value
 
 
@@ -412,7 +421,7 @@ def _apply_exporter_selection(traces: SignalExport, metrics: SignalExport,
         elif value == "none":
             out.append(SignalExport(sig.protocol, sig.endpoint, sig.effective_endpoint, enabled=False))
         else:
-            raise ConfigurationError(f"{name}={value!r}: qt-telemetry supports 'otlp' or 'none' here; "
+            raise ConfigurationError(f"{name}={show(value)}: qt-telemetry supports 'otlp' or 'none' here; "
                                      f"for a collector-less setup use {QT_TELEMETRY_MODE}=local")
     return out[0], out[1]
 
@@ -434,7 +443,7 @@ def _check_otlp_variables(env: Mapping[str, str], traces: SignalExport, metrics:
             name = f"OTEL_EXPORTER_OTLP_{signal}{file_kind}"
             path = env.get(name, "").strip()
             if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
-                raise ConfigurationError(f"{name}={path!r}: no readable file there (a TLS {file_kind.lower()} in PEM)")
+                raise ConfigurationError(f"{name}={show(path)}: no readable file there (a TLS {file_kind.lower()} in PEM)")
     insecure = env.get("OTEL_EXPORTER_OTLP_INSECURE", "").strip()
     if insecure:
         _bool(insecure, "OTEL_EXPORTER_OTLP_INSECURE")
@@ -459,7 +468,7 @@ _PROPAGATORS: Final = ("tracecontext", "baggage", "none")
 def _check_sdk_variables(env: Mapping[str, str]) -> None:
     sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
     if sampler and sampler not in _SAMPLERS and sampler not in _entry_points("opentelemetry_traces_sampler"):
-        raise ConfigurationError(f"OTEL_TRACES_SAMPLER={sampler!r}: expected one of {', '.join(_SAMPLERS)} "
+        raise ConfigurationError(f"OTEL_TRACES_SAMPLER={show(sampler)}: expected one of {', '.join(_SAMPLERS)} "
                                  "or an installed sampler entry point")
     arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
     if arg and sampler.endswith("traceidratio"):
@@ -469,7 +478,7 @@ def _check_sdk_variables(env: Mapping[str, str]) -> None:
         known = set(_PROPAGATORS) | _entry_points("opentelemetry_propagator")
         for name in (p.strip().lower() for p in propagators.split(",")):
             if name and name not in known:
-                raise ConfigurationError(f"OTEL_PROPAGATORS: {name!r} is not an installed propagator "
+                raise ConfigurationError(f"OTEL_PROPAGATORS: {show(name)} is not an installed propagator "
                                          f"(installed: {', '.join(sorted(known))})")
     exemplars = env.get("OTEL_METRICS_EXEMPLAR_FILTER", "").strip()
     if exemplars:
@@ -507,7 +516,7 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 def checked_name(value: str, what: str) -> str:
     """Validate a rule/switch/feed name at configuration time (it becomes a metric label)."""
     if not isinstance(value, str) or not _NAME.match(value):
-        raise ConfigurationError(f"{what}={value!r}: use 1-64 characters, a letter first, then letters, digits, "
+        raise ConfigurationError(f"{what}={show(value)}: use 1-64 characters, a letter first, then letters, digits, "
                                  "'_', '.', ':' or '-'")
     return value
 

@@ -272,7 +272,7 @@ class Converter:
 
     def span(self, producer: ProducerState, record: tuple[Any, ...], live: trace.Span | None = None) -> None:
         """Export one span record (or apply it to ``live``, the user's SDK span) and derive its metrics."""
-        name = record[R.S_NAME]
+        name = _utf8(record[R.S_NAME])
         attributes = self.attributes(producer, record[R.S_ATTRS])
         sampled = record[R.S_SAMPLED]
         trace_id, span_id = record[R.S_TRACE], record[R.S_SPAN]
@@ -295,7 +295,7 @@ class Converter:
         if not sampled:
             return
         status = Status(StatusCode(record[R.S_STATUS]), self._text(record[R.S_MESSAGE]))
-        events = [Event(event_name, self.attributes(producer, event_attributes), timestamp)
+        events = [Event(_utf8(str(event_name)), self.attributes(producer, event_attributes), timestamp)
                   for event_name, timestamp, event_attributes in record[R.S_EVENTS] or ()]
         if live is not None:
             live.set_attributes(attributes)
@@ -337,18 +337,22 @@ class Converter:
             return out
         redactor = self.redactor
         for key, value in raw.items():
+            if not isinstance(key, str) or not key:
+                producer.error("bad_attribute")
+                continue
+            key = _utf8(key)
             if redactor.is_secret_key(key):
                 producer.error("secret_attribute_dropped")
                 continue
             if isinstance(value, str):
-                out[key] = redactor.text(value)
+                out[key] = _utf8(redactor.text(value))
             elif isinstance(value, float):
                 if math.isfinite(value):
                     out[key] = value
                 else:
                     producer.error("bad_attribute")
             elif isinstance(value, tuple | list):
-                out[key] = tuple(redactor.text(v) if isinstance(v, str) else v for v in value)
+                out[key] = tuple(_utf8(redactor.text(v)) if isinstance(v, str) else v for v in value)
             elif value is not None:
                 out[key] = value
         return out
@@ -360,11 +364,11 @@ class Converter:
             text = "true" if raw else "false"
         else:
             text = str(raw)
-        text = self.redactor.text(text[:64]) if text else semconv.UNKNOWN_VALUE
+        text = _utf8(self.redactor.text(text[:64])) if text else semconv.UNKNOWN_VALUE
         return text or semconv.UNKNOWN_VALUE
 
     def _text(self, value: Any) -> str | None:
-        return self.redactor.text(value) if isinstance(value, str) else None
+        return _utf8(self.redactor.text(value)) if isinstance(value, str) else None
 
     def _scope(self, scope: Sequence[Any] | None) -> InstrumentationScope:
         if scope is None:
@@ -374,6 +378,15 @@ class Converter:
         if known is None:
             known = self._scopes[key] = InstrumentationScope(*key)
         return known
+
+
+def _utf8(text: str) -> str:
+    """What protobuf can encode: a lone surrogate (from a bad decode upstream) becomes U+FFFD, not a lost batch."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _exemplar_context(trace_id: int, span_id: int, keep: bool) -> Context:

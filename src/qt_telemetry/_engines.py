@@ -316,8 +316,8 @@ class ProcessChannel:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "qt_telemetry._exporter", *map(str, fds)], pass_fds=fds,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, start_new_session=True)
+            _STARTED[:] = [p for p in _STARTED if p.poll() is None]  # forget only the finished ones
             _STARTED.append(self._proc)
-            del _STARTED[:-8]  # only the latest few: older ones have long finished
             os.write(config_w, self.settings.to_json().encode())
         finally:
             os.close(config_w)
@@ -399,6 +399,15 @@ class ProcessChannel:
 
     def after_fork(self) -> None:
         self._flush_lock = threading.Lock()
+
+
+def release_exporters() -> None:
+    """At exit: the exporters outlive us by design (they drain, then end by themselves). Tell ``subprocess`` so
+    it does not warn that they are still running."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc._child_created = False  # type: ignore[attr-defined]
+    _STARTED.clear()
 
 
 def _tune(sock: socket.socket) -> None:

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from qt_telemetry import _config, _safety, logs
-from qt_telemetry._config import ConfigurationError, Settings
+from qt_telemetry._config import ConfigurationError, Settings, show
 from qt_telemetry._convert import Converter
 from qt_telemetry._engines import (
     Engine,
@@ -41,6 +41,7 @@ from qt_telemetry._engines import (
     RecordingProcessor,
     SdkEngine,
     error_counter,
+    release_exporters,
 )
 from qt_telemetry._outbox import Outbox
 from qt_telemetry._pipeline import Pipeline, base_resource, otlp_metric_exporter, otlp_span_exporter, views
@@ -439,10 +440,10 @@ def _checked_sequence(value: Any, setting: str, kind: type) -> list[Any]:
     if value is None:
         return []
     if isinstance(value, str | bytes) or not isinstance(value, Sequence | tuple | list):
-        raise ConfigurationError(f"{setting}={value!r}: expected a list of {kind.__name__} objects")
+        raise ConfigurationError(f"{setting}={show(value)}: expected a list of {kind.__name__} objects")
     for item in value:
         if not isinstance(item, kind):
-            raise ConfigurationError(f"{setting}: {item!r} is not a {kind.__module__}.{kind.__name__}")
+            raise ConfigurationError(f"{setting}: {show(item)} is not a {kind.__module__}.{kind.__name__}")
     return list(value)
 
 
@@ -452,7 +453,7 @@ def _budget(timeout: Any, settings: Settings) -> float:
         return settings.shutdown_timeout_s
     number = finite(timeout) if not isinstance(timeout, str | bool) else None
     if number is None or number <= 0 or not math.isfinite(number):
-        _safety.telemetry_error("bad_timeout", f"timeout={timeout!r}")
+        _safety.telemetry_error("bad_timeout", f"timeout={show(timeout)}")
         return settings.shutdown_timeout_s
     return min(number, 600.0)
 
@@ -492,6 +493,7 @@ def _at_exit() -> None:
     """At interpreter exit — and in multiprocessing children, which skip atexit: hand over, never wait long."""
     if STATE.installed is not None:
         shutdown(_EXIT_BUDGET_S)
+    release_exporters()
 
 
 def _register_exit() -> None:

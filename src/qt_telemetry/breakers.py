@@ -63,8 +63,8 @@ def record_breaker_state(breaker: Any, state: Any, *, reason: Any = None) -> Non
 class PyBreakerListener:
     """A ``pybreaker.CircuitBreakerListener`` that records every state change (``pip install qt-telemetry[pybreaker]``)."""
 
-    def __init__(self, name: str | None = None) -> None:
-        self.name = name
+    def __init__(self, name: Any = None) -> None:
+        self.name = text(name)
 
     def before_call(self, cb: Any, func: Any, *args: Any, **kwargs: Any) -> None:
         pass

@@ -36,7 +36,7 @@ from typing import Any, TypeVar, overload
 import wrapt
 
 from qt_telemetry import semconv
-from qt_telemetry._config import ConfigurationError
+from qt_telemetry._config import ConfigurationError, show
 from qt_telemetry._records import finite, text
 from qt_telemetry._safety import telemetry_error
 from qt_telemetry._state import STATE
@@ -127,7 +127,7 @@ def instrument_ccxt(exchange: Any = None, /) -> Any:
         _instrument_classes()
         return None
     if not callable(getattr(exchange, "create_order", None)):
-        raise ConfigurationError(f"instrument_ccxt: {exchange!r} is not a ccxt exchange")
+        raise ConfigurationError(f"instrument_ccxt: {show(exchange)} is not a ccxt exchange")
     with _lock:
         if not _patched and exchange not in _instances:
             _wrap_instance(exchange)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qt_telemetry import semconv
-from qt_telemetry._config import ConfigurationError, checked_name
+from qt_telemetry._config import ConfigurationError, checked_name, show
 from qt_telemetry._records import text
 from qt_telemetry._safety import telemetry_error
 from qt_telemetry._scope import record_event
@@ -37,7 +37,7 @@ class FeedMonitor:
     def __init__(self, feed: str, *, max_symbols: int = 1000) -> None:
         self.feed = checked_name(feed, "feed")
         if isinstance(max_symbols, bool) or not isinstance(max_symbols, int) or max_symbols < 1:
-            raise ConfigurationError(f"max_symbols={max_symbols!r}: expected a positive whole number")
+            raise ConfigurationError(f"max_symbols={show(max_symbols)}: expected a positive whole number")
         self.max_symbols = max_symbols
         self._symbols: dict[Any, _SymbolState] = {}
         self._lock = threading.Lock()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qt_telemetry._config import ConfigurationError
+from qt_telemetry._config import ConfigurationError, show
 
 
 def instrument_app(app: Any, *, metrics_route: str | None = "/metrics") -> Any:
@@ -18,7 +18,7 @@ def instrument_app(app: Any, *, metrics_route: str | None = "/metrics") -> Any:
     except ImportError as exc:  # pragma: no cover - depends on the extra being installed
         raise ConfigurationError("instrument_app needs the flask extra: pip install 'qt-telemetry[flask]'") from exc
     if metrics_route is not None and not metrics_route.startswith("/"):
-        raise ConfigurationError(f"metrics_route={metrics_route!r}: must start with '/'")
+        raise ConfigurationError(f"metrics_route={show(metrics_route)}: must start with '/'")
     excluded = metrics_route.lstrip("/") if metrics_route else None
     FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)  # type: ignore[no-untyped-call]
     if metrics_route is not None:

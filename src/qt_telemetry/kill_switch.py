@@ -14,7 +14,7 @@ import wrapt
 
 from qt_telemetry import semconv
 from qt_telemetry._callargs import ArgumentReader
-from qt_telemetry._config import ConfigurationError, checked_name
+from qt_telemetry._config import ConfigurationError, checked_name, show
 from qt_telemetry._records import text
 from qt_telemetry._safety import telemetry_error
 from qt_telemetry._scope import record_event
@@ -98,7 +98,7 @@ def observe_kill_switch(switch: Any, *, name: str = "main", activate: str = "act
     labels = {semconv.KILL_SWITCH: name}
     if is_active is not None:
         if not (callable(is_active) or isinstance(is_active, str)):
-            raise ConfigurationError(f"is_active={is_active!r}: an attribute name or a callable")
+            raise ConfigurationError(f"is_active={show(is_active)}: an attribute name or a callable")
         probe: Callable[[], Any] = is_active if callable(is_active) else (lambda: getattr(switch, is_active))
         STATE.set_gauge(semconv.KILL_SWITCH_ACTIVE, labels, lambda: 1.0 if _truthy(probe()) else 0.0)
         if STATE.gauge_value(semconv.KILL_SWITCH_LAST_CHANGE, labels) is None:

@@ -17,7 +17,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusC
 
 from qt_telemetry import semconv
 from qt_telemetry._callargs import ArgumentReader
-from qt_telemetry._config import ConfigurationError
+from qt_telemetry._config import ConfigurationError, show
 from qt_telemetry._orderstore import OrderRecord, OrderStore
 from qt_telemetry._records import finite, plain, text
 from qt_telemetry._safety import telemetry_error
@@ -164,7 +164,7 @@ def order_span(*, venue: Any, symbol: Any = None, side: Any = None, order_type: 
     """
     name = _OPERATIONS.get(operation)
     if name is None:
-        raise ConfigurationError(f"operation={operation!r}: expected one of {', '.join(_OPERATIONS)}")
+        raise ConfigurationError(f"operation={show(operation)}: expected one of {', '.join(_OPERATIONS)}")
     values = {semconv.VENUE: venue, semconv.SYMBOL: symbol, semconv.SIDE: side, semconv.ORDER_TYPE: order_type,
               semconv.ORDER_QUANTITY: quantity, semconv.ORDER_PRICE: price, semconv.ORDER_CLIENT_ID: client_order_id,
               **attributes}
@@ -199,12 +199,12 @@ def traced_order(
     is re-raised unchanged; the return value is passed through as it is.
     """
     if venue is not None and not isinstance(venue, str):
-        raise ConfigurationError(f"venue={venue!r}: expected a string")
+        raise ConfigurationError(f"venue={show(venue)}: expected a string")
     static = _static_attributes(attributes)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         if not callable(fn):
-            raise ConfigurationError(f"traced_order: {fn!r} is not callable")
+            raise ConfigurationError(f"traced_order: {show(fn)} is not callable")
         reader = ArgumentReader(fn, ORDER_FIELDS)
         function_name = plain(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)) or "order"
         fixed = {**static, semconv.CODE_FUNCTION: function_name}
@@ -237,7 +237,7 @@ def _static_attributes(attributes: Any) -> dict[str, Any]:
                 out[key] = clean
         return out
     except (TypeError, ValueError):
-        raise ConfigurationError(f"attributes={attributes!r}: expected a mapping (or pairs) of names to "
+        raise ConfigurationError(f"attributes={show(attributes)}: expected a mapping (or pairs) of names to "
                                  "values") from None
 
 
