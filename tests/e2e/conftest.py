@@ -22,6 +22,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+            # the servers its fixtures start: built before the first test (tests/support/servers.py)
+            fixtures = getattr(item, "fixturenames", ())
+            if "stack" in fixtures:
+                item.add_marker(pytest.mark.servers(*Stack.BINARIES))
 
 
 @pytest.hookimpl(hookwrapper=True)
