@@ -6,13 +6,16 @@
 #   prometheus    Prometheus 3 as pinned by prometheus/build/go.mod (wrapper module) + promtool
 #   alertmanager  Alertmanager + amtool (plain go install)
 #   compose_check Docker Compose v2's loader (compose-go), to validate docker-compose.yml
-# The versions equal the image tags in docker-compose.yml (tests/unit/test_stack_configs.py checks that).
+#   grafana       Grafana's server at the one version its Go module registry serves (HTTP API, no web UI)
+# The versions equal the image tags in docker-compose.yml (tests/unit/test_stack_configs.py checks that),
+# except Grafana: compose runs 13.x, which the registry refuses to serve (README "Versions").
 # Debian's prometheus 2.42 is older than those images where the tests care, so it is used only for its
-# promtool checks (scripts/test.sh installs it).
+# promtool checks (scripts/install-debian-packages.sh).
 #
-# Usage: build-servers.sh [target...]   (default: all of the above). Prints a "name=<path>" line on stdout
-# as each target is ready; progress goes to stderr: what is being built, how long it typically takes cold,
-# a line a minute while Go compiles silently, and how long it took.
+# Usage: build-servers.sh [target...]   (default: all of the above). The tests ask only for what the selected
+# tests use (tests/support/servers.py). Prints a "name=<path>" line on stdout as each target is ready;
+# progress goes to stderr: what is being built, how long it typically takes cold, a line a minute while Go
+# compiles silently, and how long it took.
 # Go's module and build caches for these builds live in the same cache dir (go/mod, go/build), so everything
 # they leave on disk is in one place. The build cache (GBs, useless once the binaries are cached) is deleted
 # when the script ends; the module cache is kept for rebuilds. README "Tests" has measured times and sizes.
@@ -24,7 +27,7 @@ export CGO_ENABLED=0
 export GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build"
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-modcacherw"  # module files writable: `rm -rf` of the cache dir just works
 
-all_targets=(otelcol tempo prometheus alertmanager compose_check)
+all_targets=(otelcol tempo prometheus alertmanager compose_check grafana)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 for t in "${targets[@]}"; do
@@ -143,4 +146,39 @@ build_compose_check() {
 if wanted compose_check; then
   [ -x "$cc_dir/compose-check" ] || timed "compose-check" 1 build_compose_check
   echo "compose_check=$cc_dir/compose-check"
+fi
+
+# --- Grafana (end-to-end tests only; compose runs the newer image) ---------------------------------------
+# The one Grafana server version the module registry serves (v11-v13 are refused): a main-branch commit of
+# 9 June 2023, between 10.0 and 10.1 (its package.json says 10.0.0-preview). The module has conf/ and public/
+# (HTML and email templates, every core plugin's plugin.json) but no public/build frontend bundle: the server
+# answers its HTTP API, there is no browser UI. pkg/server/wire_gen.go is gitignored upstream, so it is
+# generated here, with wire v0.7.0 (the v0.5.0 Grafana pins panics on current Go). Its sqlite needs cgo.
+# Output: $gf_dir/grafana, and $gf_dir/home (conf/ + public/) to pass as --homepath.
+GRAFANA_MODULE_VERSION=v1.9.2-0.20230609164553-81d85ce8028d
+WIRE_VERSION=v0.7.0
+build_grafana() {
+  local work src version
+  if ! command -v "${CC:-gcc}" >/dev/null; then
+    log "Grafana's sqlite needs cgo: install a C compiler (apt-get install gcc)"
+    return 1
+  fi
+  work=$(mktemp -d "$cache/grafana-build.XXXXXX")
+  src=$(cd "$work" && go mod download -json "github.com/grafana/grafana@$GRAFANA_MODULE_VERSION" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  cp -R "$src" "$work/src" && chmod -R u+w "$work/src"
+  (cd "$work/src" && go run "github.com/google/wire/cmd/wire@$WIRE_VERSION" gen -tags oss ./pkg/server >&2)
+  version=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$work/src/package.json")
+  (cd "$work/src" && CGO_ENABLED=1 GOFLAGS="$GOFLAGS -mod=readonly" go build -tags oss -trimpath \
+     -ldflags="-s -w -X main.version=$version -X main.commit=${GRAFANA_MODULE_VERSION##*-}" \
+     -o "$work/out/grafana" ./pkg/cmd/grafana >&2)
+  mkdir -p "$work/out/home" && cp -R "$work/src/conf" "$work/src/public" "$work/out/home/"
+  rm -rf "$gf_dir" && mv "$work/out" "$gf_dir" && rm -rf "$work"
+}
+# keyed by the version and the recipe itself
+gf_key=$(printf '%s\n' "$GRAFANA_MODULE_VERSION" "$WIRE_VERSION" "$(declare -f build_grafana)" | sha256sum | cut -c1-16)
+gf_dir="$cache/grafana-$gf_key"
+if wanted grafana; then
+  [ -x "$gf_dir/grafana" ] || timed "grafana (module $GRAFANA_MODULE_VERSION)" 12 build_grafana
+  echo "grafana=$gf_dir/grafana"
 fi

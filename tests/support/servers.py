@@ -1,7 +1,7 @@
 """The server binaries and Debian tools the tests run, built or installed only when selected tests use them.
 
 Tests declare what they run with ``@pytest.mark.servers("promtool", ...)`` (the e2e conftest declares the
-stack's servers for every test that uses the ``stack`` fixture).
+stack's servers for every test that uses the ``stack`` fixture, and Grafana for the ``grafana`` fixture).
 After collection, tests/conftest.py calls :func:`provide` with what the *selected* tests declared: Go builds
 by scripts/build-servers.sh (cached in ~/.cache/qt-telemetry), Debian packages by
 scripts/install-debian-packages.sh, with their progress on the terminal before the first test starts. So
@@ -30,9 +30,12 @@ REPO = Path(__file__).resolve().parents[2]
 GO_BUILDS = {
     "otelcol": "otelcol", "tempo": "tempo", "prometheus": "prometheus", "promtool": "prometheus",
     "alertmanager": "alertmanager", "amtool": "alertmanager", "compose_check": "compose_check",
+    "grafana": "grafana",
 }
 #: Debian tool -> its package (installed by scripts/install-debian-packages.sh when missing)
 DEBIAN = {"debian:promtool": "prometheus"}
+#: what a Go target needs besides Go: Grafana's sqlite is cgo
+BUILD_NEEDS = {"grafana": {"gcc": "gcc"}}
 NAMES = tuple(GO_BUILDS) + tuple(DEBIAN)
 
 _paths: dict[str, str] = {}
@@ -71,7 +74,9 @@ def provide(names: Iterable[str]) -> None:
     tools = {n for n in wanted & set(DEBIAN) if shutil.which(n.split(":", 1)[1]) is None and n not in _failures}
     targets = sorted({GO_BUILDS[n] for n in wanted & set(GO_BUILDS)
                       if _override(n) is None and n not in _paths and n not in _failures})
-    packages = {DEBIAN[n] for n in tools}
+    packages = {DEBIAN[n] for n in tools} | {package for target in targets
+                                              for tool, package in BUILD_NEEDS.get(target, {}).items()
+                                              if shutil.which(tool) is None}
     if packages:
         install = REPO / "scripts" / "install-debian-packages.sh"
         code, _, tail = _run_streaming(["bash", str(install), *sorted(packages)])

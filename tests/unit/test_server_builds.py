@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,9 +55,12 @@ def test_the_whole_suite_builds_every_server_and_installs_every_tool(declared_by
     assert _union(declared_by_test, "tests/") == set(servers.NAMES)
 
 
-def test_every_end_to_end_test_gets_the_stack(declared_by_test: dict[str, set[str]]) -> None:
-    e2e = [names for nodeid, names in declared_by_test.items() if nodeid.startswith("tests/e2e/")]
-    assert e2e and all(set(Stack.BINARIES) <= names for names in e2e)
+def test_every_end_to_end_test_gets_the_stack_and_only_grafana_tests_get_grafana(
+        declared_by_test: dict[str, set[str]]) -> None:
+    e2e = {nodeid: names for nodeid, names in declared_by_test.items() if nodeid.startswith("tests/e2e/")}
+    assert e2e and all(set(Stack.BINARIES) <= names for names in e2e.values())
+    with_grafana = {Path(nodeid.split("::")[0]).name for nodeid, names in e2e.items() if "grafana" in names}
+    assert with_grafana == {"test_grafana.py"}
 
 
 def test_a_stack_config_check_declares_only_the_tool_it_runs(declared_by_test: dict[str, set[str]]) -> None:
