@@ -16,13 +16,18 @@
 # tests use (tests/support/servers.py). Prints a "name=<path>" line on stdout as each target is ready;
 # progress goes to stderr: what is being built, how long it typically takes cold, a line a minute while Go
 # compiles silently, and how long it took.
-# Go's module and build caches for these builds live in the same cache dir (go/mod, go/build), so everything
-# they leave on disk is in one place. The build cache (GBs, useless once the binaries are cached) is deleted
-# when the script ends; the module cache is kept for rebuilds. README "Tests" has measured times and sizes.
+# Go's module and build caches for these builds live in the same cache dir (go/mod, go/build), and are deleted
+# when the script ends (GBs that only a rebuild of a changed pin would use; QT_TELEMETRY_KEEP_GO_CACHES=1 keeps
+# them): what stays is the binaries. Runs on the same cache dir take turns (flock). README "Tests" has the
+# measured times and sizes.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${QT_TELEMETRY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qt-telemetry}
 mkdir -p "$cache/bin"
+if command -v flock >/dev/null; then  # one build at a time per cache: no half-built binaries, no shared go/ removed
+  exec 9>"$cache/build.lock"
+  flock -n 9 || { echo "build-servers: waiting for another build in $cache" >&2; flock 9; }
+fi
 export CGO_ENABLED=0
 export GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build"
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-modcacherw"  # module files writable: `rm -rf` of the cache dir just works
@@ -61,10 +66,16 @@ finish() {
   local rc=$?
   [ -z "$ticker" ] || kill "$ticker" 2>/dev/null || true
   [ -z "$building" ] || log "building $building FAILED after $((SECONDS - started))s (exit $rc)"
-  if [ -d "$GOCACHE" ]; then
-    log "Go caches in $cache/go: modules $(du -sh "$GOMODCACHE" | cut -f1) (kept)," \
-        "build cache $(du -sh "$GOCACHE" | cut -f1) (deleted)"
-    rm -rf "$GOCACHE"
+  if [ -d "$cache/go" ]; then
+    local sizes
+    sizes="modules $(du -sh "$GOMODCACHE" 2>/dev/null | cut -f1)"
+    sizes+=", build cache $(du -sh "$GOCACHE" 2>/dev/null | cut -f1)"
+    if [ -n "${QT_TELEMETRY_KEEP_GO_CACHES:-}" ]; then
+      log "Go caches kept in $cache/go: $sizes"
+    else
+      log "deleting Go caches in $cache/go: $sizes (QT_TELEMETRY_KEEP_GO_CACHES=1 keeps them)"
+      rm -rf "$cache/go"
+    fi
   fi
 }
 trap finish EXIT
