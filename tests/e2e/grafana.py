@@ -119,7 +119,8 @@ format = text
     # --- lifecycle -----------------------------------------------------------------------------------
     def start(self, timeout: float = 120) -> None:
         """Start Grafana and wait for its API and database. Its server joins the stack's: logs shown on a
-        failing e2e test, stopped with the stack."""
+        failing e2e test, stopped with the stack. The --homepath is the ``home`` directory next to the binary
+        (scripts/build-servers.sh puts conf/ and public/ there; so must a QT_E2E_GRAFANA of your own)."""
         executable = Path(binary(self.BINARY))
         server = Server("grafana", [str(executable), "server", f"--homepath={executable.parent / 'home'}",
                                     f"--config={self._config()}"], self.log,
