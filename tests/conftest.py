@@ -7,6 +7,16 @@ from collections.abc import Iterator
 import pytest
 
 from qt_telemetry.testing import Capture, reset_globals
+from tests.support import servers
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build or install the servers the selected tests declare (``@pytest.mark.servers``) before the first
+    test starts, outside any test's timeout and output capture: the progress shows on the terminal."""
+    if session.config.option.collectonly:
+        return
+    servers.provide(servers.declared(session.items))
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.grafana import Grafana
 from tests.e2e.stack import Stack
 from tests.support.servers import REPO
 
@@ -22,6 +23,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+            # the servers its fixtures start: built before the first test (tests/support/servers.py)
+            fixtures = getattr(item, "fixturenames", ())
+            if "stack" in fixtures:
+                item.add_marker(pytest.mark.servers(*Stack.BINARIES))
+            if "grafana" in fixtures:
+                item.add_marker(pytest.mark.servers(Grafana.BINARY))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -43,6 +50,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         s.stop()
         _STACK = None
+
+
+@pytest.fixture(scope="session")
+def grafana(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Grafana:
+    """Grafana with the repo's provisioning against the stack; stopped with the stack, its log shown on failure."""
+    g = Grafana(stack, tmp_path_factory.mktemp("grafana"))
+    g.start()
+    return g
 
 
 def bot_env(stack: Stack, service: str, protocol: str = "http/protobuf") -> dict[str, str]:

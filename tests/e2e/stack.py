@@ -130,6 +130,9 @@ class WebhookSink:
 class Stack:
     """Collector -> Prometheus (remote write, exemplars) + Tempo; Prometheus -> Alertmanager -> webhooks."""
 
+    #: the binaries start() runs (tests/support/servers.py builds them before the tests that use the stack)
+    BINARIES = ("prometheus", "alertmanager", "tempo", "otelcol")
+
     def __init__(self, workdir: Path) -> None:
         self.dir = workdir
         self.ports = {name: free_port() for name in (

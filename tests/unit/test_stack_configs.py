@@ -65,7 +65,8 @@ def _rules() -> list[dict[str, Any]]:
 
 # --- Prometheus rules ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("promtool", ["debian", "compose-version"])
+@pytest.mark.parametrize("promtool", [pytest.param("debian", marks=pytest.mark.servers("debian:promtool")),
+                                      pytest.param("compose-version", marks=pytest.mark.servers("promtool"))])
 def test_promtool_accepts_config_and_rules_and_every_rule_unit_test_passes(promtool: str) -> None:
     tool = debian_tool("promtool") if promtool == "debian" else binary("promtool")
     prom_dir = REPO / "prometheus"
@@ -99,11 +100,13 @@ def test_alert_rules_only_query_series_the_sdk_or_pipeline_produces() -> None:
 
 # --- Alertmanager --------------------------------------------------------------------------------------
 
+@pytest.mark.servers("amtool")
 def test_amtool_accepts_the_alertmanager_config() -> None:
     out = _run(binary("amtool"), "check-config", "alertmanager/alertmanager.yml")
     assert "SUCCESS" in out and "3 receivers" in out
 
 
+@pytest.mark.servers("amtool")
 def test_routing_pages_critical_notifies_warning_and_only_shows_info() -> None:
     amtool, cfg = binary("amtool"), "alertmanager/alertmanager.yml"
     for labels, receiver in ((["severity=critical", "alertname=QtKillSwitchActive"], "page"),
@@ -171,6 +174,7 @@ def test_datasources_link_exemplars_to_tempo_and_traces_back_to_prometheus() -> 
 
 # --- collector, tempo ----------------------------------------------------------------------------------
 
+@pytest.mark.servers("otelcol")
 def test_collector_binary_validates_the_shipped_config() -> None:
     _run(binary("otelcol"), "validate", "--config=collector/config.yaml")
 
@@ -215,6 +219,7 @@ SECRETS = {"GRAFANA_ADMIN_PASSWORD": "s3cret-test", "ALERTMANAGER_PAGE_WEBHOOK_U
            "ALERTMANAGER_NOTIFY_WEBHOOK_URL": "http://hook/notify"}
 
 
+@pytest.mark.servers("compose_check")
 def test_compose_refuses_to_start_without_the_required_secrets(tmp_path: Path) -> None:
     proc = _compose(None, tmp_path)
     assert proc.returncode != 0
@@ -222,6 +227,7 @@ def test_compose_refuses_to_start_without_the_required_secrets(tmp_path: Path) -
         assert f"required variable {name} is missing a value" in proc.stderr
 
 
+@pytest.mark.servers("compose_check")
 def test_compose_project_is_locked_down(tmp_path: Path) -> None:
     proc = _compose(SECRETS, tmp_path)
     assert proc.returncode == 0, proc.stderr
