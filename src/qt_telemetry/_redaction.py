@@ -97,7 +97,7 @@ class Redactor:
         if "://" in text:
             text = _URL_USERINFO.sub(MARKER + "@", text)
         text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{MARKER}", text)
-        text = _PAIR.sub(self._pair, text)
+        text = self._pairs(text)
         text = _JWT.sub(MARKER, text)
         text = _AWS_KEY.sub(MARKER, text)
         text = _LONG_TOKEN.sub(_long_token, text)
@@ -105,14 +105,24 @@ class Redactor:
             text = pattern.sub(MARKER, text)
         return text
 
-    def _pair(self, match: re.Match[str]) -> str:
-        value = match.group("value")
-        if value.strip("\"'") == MARKER:
-            return match.group(0)
-        if not self.is_secret_key(match.group("key")):  # the value may hold a pair of its own: reason=sig=X
-            return f"{match.group('key')}{match.group('q')}{match.group('sep')}{_PAIR.sub(self._pair, value)}"
-        quote = value[0] if value[:1] in ("'", '"') else ""
-        return f"{match.group('key')}{match.group('q')}{match.group('sep')}{quote}{MARKER}{quote}"
+    def _pairs(self, text: str) -> str:
+        """``name=value`` / ``name: value`` with a secret name: the value goes. A pair whose name is not secret
+        is stepped over by its name only, so ``rule:secret_key=X`` or ``reason=signature=X`` are still seen."""
+        out: list[str] = []
+        pos = 0
+        while True:
+            match = _PAIR.search(text, pos)
+            if match is None:
+                out.append(text[pos:])
+                return "".join(out)
+            value = match.group("value")
+            if not self.is_secret_key(match.group("key")) or value.strip("\"'") == MARKER:
+                out.append(text[pos:match.start("value")])
+                pos = match.start("value")
+                continue
+            quote = value[0] if value[:1] in ("'", '"') else ""
+            out.append(text[pos:match.start("value")] + f"{quote}{MARKER}{quote}")
+            pos = match.end("value")
 
 
 def _long_token(match: re.Match[str]) -> str:

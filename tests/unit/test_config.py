@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+from opentelemetry import trace
+
+import qt_telemetry as qt
 from qt_telemetry._config import ConfigurationError, resolve
 
 
@@ -108,3 +115,105 @@ def test_grpc_accepts_a_bare_host_and_port_but_http_needs_a_url() -> None:
 def test_bad_argument_is_named_as_the_argument() -> None:
     with pytest.raises(ConfigurationError, match="endpoint='collector:4317'"):
         resolve(endpoint="collector:4317", environ={})
+
+
+# --- a table of bad configurations: each is an error at init(), naming the setting -------------------------
+
+_PEM = "-----BEGIN CERTIFICATE-----\n"
+BAD_ENVIRONMENTS = [
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://coll ector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://:4318/v1/traces"}, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector 4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+     "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ({"OTEL_BSP_SCHEDULE_DELAY": "-1"}, "OTEL_BSP_SCHEDULE_DELAY"),
+    ({"OTEL_BSP_MAX_QUEUE_SIZE": "0"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
+    ({"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "200"}, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+    ({"OTEL_BSP_EXPORT_TIMEOUT": "soon"}, "OTEL_BSP_EXPORT_TIMEOUT"),
+    ({"OTEL_EXPORTER_OTLP_TIMEOUT": "-5"}, "OTEL_EXPORTER_OTLP_TIMEOUT"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "nan"}, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+    ({"OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem"}, "OTEL_EXPORTER_OTLP_CERTIFICATE"),
+    ({"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "/nonexistent/client.pem"}, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"),
+    ({"OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY": "/nonexistent/key.pem", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+     "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY"),
+    ({"OTEL_EXPORTER_OTLP_HEADERS": "no-equals-sign"}, "OTEL_EXPORTER_OTLP_HEADERS"),
+    ({"OTEL_EXPORTER_OTLP_COMPRESSION": "zip"}, "OTEL_EXPORTER_OTLP_COMPRESSION"),
+    ({"OTEL_EXPORTER_OTLP_INSECURE": "perhaps"}, "OTEL_EXPORTER_OTLP_INSECURE"),
+    ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER"),
+    ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"}, "OTEL_TRACES_SAMPLER_ARG"),
+    ({"OTEL_PROPAGATORS": "tracecontext,bogus"}, "OTEL_PROPAGATORS"),
+    ({"OTEL_METRICS_EXEMPLAR_FILTER": "most"}, "OTEL_METRICS_EXEMPLAR_FILTER"),
+    ({"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "sideways"},
+     "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"),
+    ({"QT_TELEMETRY_SHUTDOWN_TIMEOUT": "1e10"}, "QT_TELEMETRY_SHUTDOWN_TIMEOUT"),
+    ({"OTEL_METRIC_EXPORT_INTERVAL": "1e16"}, "OTEL_METRIC_EXPORT_INTERVAL"),
+    ({"QT_TELEMETRY_QUEUE_SIZE": "0"}, "QT_TELEMETRY_QUEUE_SIZE"),
+    ({"QT_TELEMETRY_ENGINE": "warp"}, "QT_TELEMETRY_ENGINE"),
+    ({"QT_TELEMETRY_TRACE_KEEP_RATIO": "1.5"}, "QT_TELEMETRY_TRACE_KEEP_RATIO"),
+    ({"QT_TELEMETRY_SLOW_ORDER_SECONDS": "-1"}, "QT_TELEMETRY_SLOW_ORDER_SECONDS"),
+    ({"QT_TELEMETRY_NATIVE_HISTOGRAMS": "kinda"}, "QT_TELEMETRY_NATIVE_HISTOGRAMS"),
+    ({"QT_TELEMETRY_SECRET_KEYS": "ok,not a word"}, "QT_TELEMETRY_SECRET_KEYS"),
+    ({"QT_TELEMETRY_LOG_CORRELATION": "2"}, "QT_TELEMETRY_LOG_CORRELATION"),
+    ({"QT_TELEMETRY_MAX_LABEL_VALUES": "0"}, "QT_TELEMETRY_MAX_LABEL_VALUES"),
+    ({"QT_TELEMETRY_EXPORTER_DRAIN_TIMEOUT": "-3"}, "QT_TELEMETRY_EXPORTER_DRAIN_TIMEOUT"),
+]
+
+BAD_ARGUMENTS = [
+    ({"protocol": 5}, "protocol"),
+    ({"headers": "a=b"}, "headers"),
+    ({"headers": {"bad header": "x"}}, "headers"),
+    ({"headers": {"x": "line\nbreak"}}, "headers"),
+    ({"resource_attributes": "abc"}, "resource_attributes"),
+    ({"resource_attributes": {"k": object()}}, "resource_attributes"),
+    ({"span_processors": 5}, "span_processors"),
+    ({"span_processors": [object()]}, "span_processors"),
+    ({"metric_readers": [object()]}, "metric_readers"),
+    ({"metric_export_interval": float("nan")}, "metric_export_interval"),
+    ({"metric_export_interval": True}, "metric_export_interval"),
+    ({"shutdown_timeout": -1}, "shutdown_timeout"),
+    ({"metrics_port": 70_000}, "metrics_port"),
+    ({"mode": "cloud"}, "mode"),
+    ({"service_name": 7}, "service_name"),
+    ({"endpoint": "http://[::1"}, "endpoint"),
+    ({"secret_patterns": ["("]}, "secret_patterns"),
+    ({"secret_values": [7]}, "secret_values"),
+    ({"trace_keep_ratio": "all"}, "trace_keep_ratio"),
+    ({"console": "loud"}, "console"),
+]
+
+
+@pytest.mark.usefixtures("clean_globals")
+@pytest.mark.parametrize(("environ", "named"), BAD_ENVIRONMENTS)
+def test_a_bad_variable_fails_init_naming_it_and_installs_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                                   environ: dict[str, str], named: str) -> None:
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigurationError, match=named):
+        qt.init()
+    assert qt.current() is None
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+@pytest.mark.usefixtures("clean_globals")
+@pytest.mark.parametrize(("arguments", "named"), BAD_ARGUMENTS)
+def test_a_bad_argument_fails_init_naming_it_and_installs_nothing(arguments: dict[str, object], named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        qt.init(**arguments)  # type: ignore[arg-type]
+    assert qt.current() is None
+
+
+def test_importing_the_package_never_raises_whatever_the_environment() -> None:
+    env = {**os.environ, "OTEL_PROPAGATORS": "bogus", "OTEL_TRACES_SAMPLER": "nonsense",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1", "QT_TELEMETRY_MODE": "cloud"}
+    proc = subprocess.run([sys.executable, "-c", "import qt_telemetry as qt; print(qt.inject({'a': 'b'}))"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "{'a': 'b'}"
+
+
+@pytest.mark.usefixtures("clean_globals")
+def test_a_valid_tls_setup_is_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text(_PEM)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(ca))
+    assert resolve().traces.protocol == "http/protobuf"

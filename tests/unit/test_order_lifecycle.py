@@ -11,6 +11,7 @@ import qt_telemetry as qt
 from qt_telemetry import semconv
 from qt_telemetry.orders import ORDER_STORE
 from qt_telemetry.testing import Capture
+from tests.support.polling import wait_until
 
 
 @qt.traced_order(venue="binance")
@@ -103,3 +104,57 @@ def test_bad_fill_values_never_raise(cap: Capture) -> None:
     qt.order_filled(None, quantity="lots", price=object())
     qt.order_acknowledged(object())
     assert cap.point(semconv.TELEMETRY_ERRORS.name, kind="order_event_without_id").value == 1
+
+
+def test_fills_that_race_the_placement_join_its_trace_before_during_and_after(cap: Capture) -> None:
+    """A websocket fill routinely beats the REST response: it must still find the order it belongs to."""
+    @qt.traced_order(venue="binance")
+    def place_racing(symbol, side, quantity, client_order_id=None):
+        during = threading.Thread(target=qt.order_filled, args=(client_order_id,),
+                                  kwargs={"quantity": 1, "price": 100.0})
+        during.start()
+        during.join()
+        return {"orderId": "R-1"}
+
+    place_racing("BTCUSDT", "buy", 2, client_order_id="race-1")
+    qt.order_filled("race-1", quantity=1, price=100.0)
+
+    order = cap.span(semconv.SPAN_ORDER)
+    updates = _updates(cap)
+    assert [u.attributes[semconv.ORDER_EVENT] for u in updates] == ["partial_fill", "fill"]
+    for update in updates:
+        assert update.context.trace_id == order.context.trace_id
+        assert update.parent.span_id == order.context.span_id
+        assert update.attributes[semconv.SYMBOL] == "BTCUSDT"  # the order's attributes, read while it was in flight
+    assert len(ORDER_STORE) == 0  # the final fill closed it
+
+
+def test_many_racing_fills_from_many_threads_all_join_and_the_store_stays_bounded(cap: Capture) -> None:
+    @qt.traced_order(venue="binance")
+    def place_racing(symbol, side, quantity, client_order_id=None):
+        threading.Thread(target=qt.order_filled, args=(client_order_id,),
+                         kwargs={"quantity": quantity, "price": 10.0}).start()
+        return None
+
+    workers = [threading.Thread(target=lambda i=i: [place_racing("ETHUSDT", "buy", 1, client_order_id=f"m-{i}-{j}")
+                                                    for j in range(50)]) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    wait_until(lambda: len(_updates(cap)) == 200, 10, "200 fills")
+    orders = {s.context.span_id: s for s in cap.spans(semconv.SPAN_ORDER)}
+    assert len(orders) == 200
+    assert all(u.parent is not None and u.parent.span_id in orders for u in _updates(cap))
+    assert len(ORDER_STORE) == 0
+
+
+def test_a_failed_placement_leaves_nothing_in_the_store(cap: Capture) -> None:
+    @qt.traced_order(venue="binance")
+    def place_failing(symbol, side, quantity, client_order_id=None):
+        raise ConnectionError("venue down")
+
+    for i in range(10):
+        with pytest.raises(ConnectionError):
+            place_failing("BTCUSDT", "buy", 1, client_order_id=f"f-{i}")
+    assert len(ORDER_STORE) == 0

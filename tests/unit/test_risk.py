@@ -8,6 +8,7 @@ import time
 
 import pybreaker
 import pytest
+from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 import qt_telemetry as qt
@@ -219,3 +220,42 @@ def test_bad_gauge_values_and_failing_callbacks_are_absorbed_and_counted(cap: Ca
     assert errors["negative_gauge_clamped"] == 1
     assert errors["bad_gauge_value"] == 1
     assert errors["gauge_bad_value"] >= 1
+
+
+def test_one_rule_shared_by_concurrent_tasks_gives_each_use_its_own_check(cap: Capture,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    rule = qt.risk_check("max_position")
+
+    async def evaluate(i: int) -> None:
+        async with rule as check:
+            await asyncio.sleep(0.005 * (6 - i))  # interleave: later tasks leave first
+            if i % 2:
+                check.reject("too_big")
+
+    async def main() -> None:
+        await asyncio.gather(*(evaluate(i) for i in range(6)))
+
+    asyncio.run(main())
+    outcomes = sorted(s.attributes[semconv.OUTCOME] for s in cap.spans(semconv.SPAN_RISK_CHECK))
+    assert outcomes == ["passed"] * 3 + ["rejected"] * 3
+    assert cap.point(semconv.RISK_CHECKS.name, outcome="rejected").value == 3
+    assert "Failed to detach context" not in caplog.text
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_a_cancelled_check_is_cancelled_like_a_cancelled_stage_or_order(cap: Capture) -> None:
+    async def main() -> None:
+        async def slow() -> None:
+            async with qt.risk_check("exposure"):
+                await asyncio.sleep(10)
+
+        task = asyncio.create_task(slow())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    span = cap.span(semconv.SPAN_RISK_CHECK)
+    assert span.attributes[semconv.OUTCOME] == "cancelled"
+    assert span.status.status_code is StatusCode.UNSET

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import socket
+from typing import Any
 import time
 import urllib.request
 
+import pybreaker
 import pytest
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -42,26 +44,94 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_every_public_call_works_and_records_nothing_before_init() -> None:
-    with qt.trade_flow(symbol="BTCUSDT", strategy="s") as flow:
-        with flow.signal(confidence=1.0), flow.entry():
-            with qt.risk_check("max_position") as check:
-                check.reject("too_big")
-        with flow.execution():
-            place("BTCUSDT", "buy", 1)
-    qt.order_filled("nope", quantity=1, price=1)
-    qt.record_breaker_state("api", "open")
-    feed = qt.FeedMonitor("ws")
-    feed.message("BTCUSDT")
-    assert qt.inject() == {}  # no active span, nothing to propagate
-    assert qt.force_flush() is True and qt.shutdown() is True
+class _Switch:
+    active = False
 
+    def activate(self, reason: str = "r") -> None:
+        self.active = True
+
+    def deactivate(self) -> None:
+        self.active = False
+
+
+#: One call per public name that does something at run time (the rest are types, modules and constants).
+BEFORE_INIT: dict[str, Any] = {
+    "traced_order": lambda: place("BTCUSDT", "buy", 1),
+    "trade_flow": lambda: _flow(),
+    "current_flow": lambda: qt.current_flow(),
+    "risk_check": lambda: _risk(),
+    "order_span": lambda: _order_span(),
+    "order_acknowledged": lambda: qt.order_acknowledged("c-1", order_id=1),
+    "order_filled": lambda: qt.order_filled("c-1", quantity=1, price=1),
+    "order_cancelled": lambda: qt.order_cancelled("c-1", reason="user"),
+    "order_rejected": lambda: qt.order_rejected("c-1", reason="margin"),
+    "record_kill_switch": lambda: qt.record_kill_switch(True, name="main", reason="loss"),
+    "kill_switch_activation": lambda: qt.kill_switch_activation(name="ks")(lambda reason: None)("loss"),
+    "kill_switch_deactivation": lambda: qt.kill_switch_deactivation(name="ks")(lambda: None)(),
+    "observe_kill_switch": lambda: qt.observe_kill_switch(_Switch(), name="obs", is_active="active").activate(),
+    "record_breaker_state": lambda: qt.record_breaker_state("api", "open"),
+    "PyBreakerListener": lambda: qt.PyBreakerListener("pb").state_change(None, "closed", "open"),
+    "observe_pybreaker": lambda: qt.observe_pybreaker(pybreaker.CircuitBreaker(name="pyb")),
+    "set_risk_gauges": lambda: qt.set_risk_gauges(strategy="s", open_positions=2, daily_pnl_used=0.5),
+    "daily_pnl_used": lambda: qt.daily_pnl_used(-50, 100),
+    "FeedMonitor": lambda: qt.FeedMonitor("ws").message("BTCUSDT"),
+    "inject": lambda: qt.inject(),
+    "extract": lambda: qt.extract({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}),
+    "force_flush": lambda: qt.force_flush(),
+    "shutdown": lambda: qt.shutdown(),
+    "current": lambda: qt.current(),
+}
+_NOT_CALLS = {"ConfigurationError", "RiskCheck", "Stage", "TelemetryInfo", "TradeFlow", "__version__", "init",
+              "logs", "semconv"}
+
+
+def _flow() -> None:
+    with qt.trade_flow(symbol="BTCUSDT", strategy="s") as flow:
+        with flow.signal(confidence=1.0), flow.entry(), flow.execution(), flow.exit():
+            place("BTCUSDT", "buy", 1)
+
+
+def _risk() -> None:
+    with qt.risk_check("max_position") as check:
+        check.reject("too_big")
+
+
+def _order_span() -> None:
+    with qt.order_span(venue="v", symbol="BTCUSDT", client_order_id="c-2") as order:
+        order.set_result({"id": 1})
+
+
+def test_the_before_init_table_covers_every_public_name() -> None:
+    assert set(qt.__all__) - _NOT_CALLS == set(BEFORE_INIT)
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE_INIT))
+def test_every_public_call_works_before_init_and_a_later_init_exports_only_state(name: str) -> None:
+    BEFORE_INIT[name]()
     memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    trace.set_tracer_provider(provider)
-    provider.force_flush()
-    assert memory.get_finished_spans() == ()
+    reader = InMemoryMetricReader()
+    qt.init(mode="none", span_processors=[SimpleSpanProcessor(memory)], metric_readers=[reader])
+    assert memory.get_finished_spans() == ()  # nothing recorded before init() is replayed after it
+    data = reader.get_metrics_data()
+    points = {m.name: m for rm in (data.resource_metrics if data else []) for sm in rm.scope_metrics
+              for m in sm.metrics if m.data.data_points}
+    kinds = {name: semconv.METRICS[name].kind for name in points}
+    assert set(kinds.values()) <= {"gauge"}, f"{name}: {kinds}"  # state, yes (kill switch, breakers, risk)
+
+
+def test_state_recorded_before_init_is_exported_right_after_it_without_another_call() -> None:
+    qt.record_breaker_state("api", "open")
+    qt.record_kill_switch(True, name="main", reason="daily_loss")
+    qt.set_risk_gauges(strategy="momo", open_positions=2, daily_pnl_used=lambda: 0.75)
+    reader = InMemoryMetricReader()
+    qt.init(mode="none", metric_readers=[reader])
+    data = reader.get_metrics_data()
+    values = {(m.name, tuple(sorted(p.attributes.items()))): p.value for rm in data.resource_metrics
+              for sm in rm.scope_metrics for m in sm.metrics for p in m.data.data_points}
+    assert values[(semconv.BREAKER_STATE.name, (("breaker", "api"),))] == 1.0
+    assert values[(semconv.KILL_SWITCH_ACTIVE.name, (("kill_switch", "main"),))] == 1.0
+    assert values[(semconv.OPEN_POSITIONS.name, (("strategy", "momo"),))] == 2
+    assert values[(semconv.DAILY_PNL_USED.name, (("strategy", "momo"),))] == 0.75
 
 
 def test_init_installs_providers_and_a_second_call_warns_and_keeps_the_first() -> None:
@@ -185,4 +255,3 @@ def test_instruments_follow_the_provider_installed_after_import() -> None:
     points = [p for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
               for m in sm.metrics if m.name == semconv.ORDER_LATENCY.name for p in m.data.data_points]
     assert [p.count for p in points] == [1]
-    assert metrics.get_meter_provider() is not None
