@@ -6,6 +6,7 @@
 #   prometheus    Prometheus 3 as pinned by prometheus/build/go.mod (wrapper module) + promtool
 #   alertmanager  Alertmanager + amtool (plain go install)
 #   compose-check Docker Compose v2's loader (compose-go), to validate docker-compose.yml
+#   otelcol-qt-fleet  the fleet distribution of collector/fleet/builder-config.yaml (agent and gateway tiers)
 # The versions equal the image tags in docker-compose.yml (tests/unit/test_stack_configs.py checks that).
 # Debian's prometheus 2.42 / alertmanager 0.25 are older than those images where the tests care (e.g.
 # Alertmanager 0.25 has no webhook url_file), so they are used only for their promtool/amtool checks.
@@ -89,6 +90,29 @@ if [ ! -x "$cc_dir/compose-check" ]; then
   (cd "$cc_src" && GOFLAGS=-mod=readonly go build -trimpath -o "$cc_dir/compose-check" . >&2)
 fi
 
+# --- Fleet collector: agent + gateway tiers, their own ocb manifest and core version -------------------------
+# collector/fleet/builder-config.yaml pins 0.159.0 (the newest version at which load_balancing, tail_sampling and
+# span_metrics are all served; README "Fleet"). Same recipe as otelcol-qt above, its own builder version.
+fleet_manifest="$repo/collector/fleet/builder-config.yaml"
+fleet_version=$(sed -n 's/^  version: *//p' "$fleet_manifest" | head -1)
+fleet_dir="$cache/otelcol-qt-fleet-$(key "$fleet_manifest")"
+if [ ! -x "$fleet_dir/otelcol-qt-fleet" ]; then
+  fleet_builder="$cache/bin/builder-v$fleet_version"
+  if [ ! -x "$fleet_builder" ]; then
+    log "installing the collector builder v$fleet_version"
+    tmp_gobin=$(mktemp -d "$cache/gobin.XXXXXX")
+    GOBIN="$tmp_gobin" go install "go.opentelemetry.io/collector/cmd/builder@v$fleet_version" >&2
+    mv "$tmp_gobin/builder" "$fleet_builder" && rmdir "$tmp_gobin"
+  fi
+  log "building otelcol-qt-fleet v$fleet_version (a few minutes the first time)"
+  start=$SECONDS
+  work=$(mktemp -d "$cache/otelcol-fleet-build.XXXXXX")
+  (cd "$work" && "$fleet_builder" --config="$fleet_manifest" >&2)
+  rm -rf "$fleet_dir" && mkdir -p "$fleet_dir"
+  mv "$work/otelcol-qt-fleet/otelcol-qt-fleet" "$fleet_dir/otelcol-qt-fleet" && rm -rf "$work"
+  log "otelcol-qt-fleet built in $((SECONDS - start))s"
+fi
+
 echo "otelcol=$col_dir/otelcol-qt"
 echo "tempo=$tempo_dir/tempo"
 echo "prometheus=$prom_dir/prometheus"
@@ -96,3 +120,4 @@ echo "promtool=$prom_dir/promtool"
 echo "alertmanager=$am_dir/alertmanager"
 echo "amtool=$am_dir/amtool"
 echo "compose_check=$cc_dir/compose-check"
+echo "otelcol_fleet=$fleet_dir/otelcol-qt-fleet"

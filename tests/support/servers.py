@@ -13,7 +13,8 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-NAMES = ("otelcol", "tempo", "prometheus", "promtool", "alertmanager", "amtool", "compose_check")
+NAMES = ("otelcol", "tempo", "prometheus", "promtool", "alertmanager", "amtool", "compose_check",
+         "otelcol_fleet")
 
 
 @functools.cache
