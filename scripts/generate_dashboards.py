@@ -243,6 +243,20 @@ def telemetry_pipeline() -> Board:
            (f"sum(rate(prometheus_tsdb_head_samples_appended_total[{RATE}]))", "samples appended/s")])
     b.add("timeseries", "Tempo: spans received",
           [(f"sum(rate(tempo_distributor_spans_received_total[{RATE}]))", "spans/s")], unit="ops")
+    # Fleet topology only (docker-compose.fleet.yml): empty on the single box.
+    b.add("timeseries", "Fleet gateways: traces kept / not kept (tail sampling)",
+          [(f"sum by (instance, sampled) (rate(otelcol_processor_tail_sampling_global_count_traces_sampled[{RATE}]))",
+            "{{instance}} kept={{sampled}}")], w=8, unit="ops",
+          description="Every failed, rejected or slow order and every safety event is kept; healthy trades at the bots' "
+                      "QT_TELEMETRY_TRACE_KEEP_RATIO.")
+    b.add("timeseries", "Fleet gateways: traces in memory / dropped before a verdict",
+          [("sum by (instance) (otelcol_processor_tail_sampling_sampling_traces_on_memory)", "in memory {{instance}}"),
+           (f"sum by (instance) (rate(otelcol_processor_tail_sampling_sampling_trace_dropped_too_early[{RATE}]))",
+            "dropped too early {{instance}}")], w=8,
+          description="Dropped too early = num_traces too small for the traffic within decision_wait (QtTailSamplingOverflow).")
+    b.add("stat", "Fleet agents: gateways in the ring",
+          [("sum by (instance) (otelcol_loadbalancer_num_backends)", "{{instance}}")], w=8,
+          description="Gateways each agent currently routes trace ids to (DNS name otel-gateways).")
     return b
 
 
