@@ -8,7 +8,8 @@
 The agent finds the gateways by DNS, as in docker-compose.fleet.yml. Here the name resolves through a hosts
 file that only the agent sees (a private mount namespace binds it over /etc/hosts); the gateways listen on
 127.0.0.2 and 127.0.0.3 with the same port. Taking a gateway out of that file is what Docker's DNS does when
-its container stops. Only addresses, ports, paths and timings are rewritten; every server logs to a kept file.
+its container stops. Only addresses, ports, paths and timings are rewritten (and Tempo's trace-by-id sharding,
+for the hundreds of lookups the tests make; Prometheus sends no alerts here); every server logs to a kept file.
 """
 
 from __future__ import annotations

@@ -6,9 +6,12 @@ name) of every trade, its category and whether the SDK contract marked the trace
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from typing import Any
+
+import yaml
 
 from tests.e2e.fleet.conftest import BOTS, KEEP_RATIO
 from tests.e2e.fleet.harness import GATEWAYS, Fleet, spans_by_id
@@ -131,8 +134,6 @@ def test_exemplars_point_only_at_kept_traces(fleet: Fleet, trading: dict[str, An
 
 
 def test_dashboards_and_alert_queries_work_on_native_histograms(fleet: Fleet, trading: dict[str, Any]) -> None:
-    import json
-
     native_bot = next(s for s, cfg in BOTS.items() if cfg["native"])
     latency_panels = 0
     for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
@@ -145,11 +146,17 @@ def test_dashboards_and_alert_queries_work_on_native_histograms(fleet: Fleet, tr
                 latency_panels += 1
                 assert wait_until(lambda e=expr: fleet.prom_query(e), 30, f"{panel['title']}: {expr}"), expr
     assert latency_panels >= 5
+    # The order alerts, with their thresholds lowered to "any value", evaluate on the native bot too.
+    rules = {r["alert"]: r["expr"] for g in yaml.safe_load((REPO / "prometheus" / "rules" / "trading.yml").read_text())
+             ["groups"] for r in g["rules"]}
+    for alert, threshold in (("QtOrderLatencyP95High", "> 0.5"), ("QtOrderRejectRateHigh", "> 0.1")):
+        assert threshold in rules[alert], alert
+        expr = rules[alert].replace(threshold, ">= 0")
+        services = {r["metric"]["service_name"] for r in fleet.prom_query(expr)}
+        assert set(BOTS) <= services, (alert, services)
 
 
 def test_pipeline_dashboard_fleet_panels_and_alerts_see_the_gateways(fleet: Fleet, trading: dict[str, Any]) -> None:
-    import json
-
     board = json.loads((REPO / "grafana" / "dashboards" / "telemetry-pipeline.json").read_text())
     fleet_panels = [p for p in board["panels"] if p["title"].startswith("Fleet ")]
     assert len(fleet_panels) == 3
