@@ -233,7 +233,7 @@ class _Stage:
         self.scope.__enter__()
         return self.span
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.bot.stage_duration.record(time.perf_counter() - self.t0, {
             "strategy": "momentum", "symbol": self.symbol, "stage": self.name, "outcome": "ok"})
         self.scope.__exit__(*exc)

@@ -91,7 +91,7 @@ def test_latency_histogram_counts_equal_every_order_made_not_only_the_sampled(fl
         def counts(e: str = expr) -> dict[str, float]:
             return {r["metric"]["outcome"]: float(r["value"][1]) for r in fleet.prom_query(e)}
 
-        wait_until(lambda: counts() == made, 60, f"{service}: order counts {dict(made)} in Prometheus")
+        wait_until(lambda m=made: counts() == m, 60, f"{service}: order counts {dict(made)} in Prometheus")
         native = bool(fleet.prom_query(f'qt_order_latency_seconds{{service_name="{service}"}}'))
         classic = bool(fleet.prom_query(f'qt_order_latency_seconds_bucket{{service_name="{service}"}}'))
         assert (native, classic) == (BOTS[service]["native"], not BOTS[service]["native"]), service
@@ -105,7 +105,7 @@ def test_span_metrics_count_every_span_before_sampling(fleet: Fleet, trading: di
             rows = fleet.prom_query(f'sum by (span_name) (traces_span_metrics_calls_total{{service_name="{s}"}})')
             return {r["metric"]["span_name"]: float(r["value"][1]) for r in rows}
 
-        wait_until(lambda: calls() == made, 90, f"{service}: RED calls per span name {dict(made)}")
+        wait_until(lambda m=made: calls() == m, 90, f"{service}: RED calls per span name {dict(made)}")
 
 
 def test_exemplars_point_only_at_kept_traces(fleet: Fleet, trading: dict[str, Any]) -> None:
