@@ -6,6 +6,7 @@
 #   prometheus    Prometheus 3 as pinned by prometheus/build/go.mod (wrapper module) + promtool
 #   alertmanager  Alertmanager + amtool (plain go install)
 #   compose_check Docker Compose v2's loader (compose-go), to validate docker-compose.yml
+#   otelcol_fleet the fleet distribution of collector/fleet/builder-config.yaml (agent and gateway tiers)
 #   grafana       Grafana's server at the one version its Go module registry serves (HTTP API, no web UI)
 # The versions equal the image tags in docker-compose.yml (tests/unit/test_stack_configs.py checks that),
 # except Grafana: compose runs 13.x, which the registry refuses to serve (README "Versions").
@@ -32,7 +33,7 @@ export CGO_ENABLED=0
 export GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build"
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-modcacherw"  # module files writable: `rm -rf` of the cache dir just works
 
-all_targets=(otelcol tempo prometheus alertmanager compose_check grafana)
+all_targets=(otelcol tempo prometheus alertmanager compose_check grafana otelcol_fleet)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 for t in "${targets[@]}"; do
@@ -95,21 +96,22 @@ wrapper_build() {  # src_dir out_dir package...
 manifest="$repo/collector/builder-config.yaml"
 col_version=$(sed -n 's/^  version: *//p' "$manifest" | head -1)
 col_dir="$cache/otelcol-qt-$(key "$manifest")"
-build_otelcol() {
-  local builder="$cache/bin/builder-v$col_version" work tmp_gobin
+build_collector() {  # manifest version out_dir name: the ocb builder at the manifest's core version
+  local manifest=$1 version=$2 out=$3 name=$4 builder work tmp_gobin
+  builder="$cache/bin/builder-v$version"
   if [ ! -x "$builder" ]; then
-    log "installing the collector builder v$col_version"
+    log "installing the collector builder v$version"
     tmp_gobin=$(mktemp -d "$cache/gobin.XXXXXX")
-    GOBIN="$tmp_gobin" go install "go.opentelemetry.io/collector/cmd/builder@v$col_version" >&2
+    GOBIN="$tmp_gobin" go install "go.opentelemetry.io/collector/cmd/builder@v$version" >&2
     mv "$tmp_gobin/builder" "$builder" && rmdir "$tmp_gobin"
   fi
   work=$(mktemp -d "$cache/otelcol-build.XXXXXX")
   (cd "$work" && "$builder" --config="$manifest" >&2)
-  rm -rf "$col_dir" && mkdir -p "$col_dir"
-  mv "$work/otelcol-qt/otelcol-qt" "$col_dir/otelcol-qt" && rm -rf "$work"
+  rm -rf "$out" && mkdir -p "$out"
+  mv "$work/$name/$name" "$out/$name" && rm -rf "$work"
 }
 if wanted otelcol; then
-  [ -x "$col_dir/otelcol-qt" ] || timed "otelcol-qt v$col_version" 5 build_otelcol
+  [ -x "$col_dir/otelcol-qt" ] || timed "otelcol-qt v$col_version" 5 build_collector "$manifest" "$col_version" "$col_dir" otelcol-qt
   echo "otelcol=$col_dir/otelcol-qt"
 fi
 
@@ -192,4 +194,16 @@ gf_dir="$cache/grafana-$gf_key"
 if wanted grafana; then
   [ -x "$gf_dir/grafana" ] || timed "grafana (module $GRAFANA_MODULE_VERSION)" 12 build_grafana
   echo "grafana=$gf_dir/grafana"
+fi
+
+# --- Fleet collector: agent + gateway tiers, their own ocb manifest and core version -------------------------
+# collector/fleet/builder-config.yaml pins 0.159.0 (the newest version at which load_balancing, tail_sampling and
+# span_metrics are all served; README "Fleet"). Same recipe as otelcol-qt above, its own builder version.
+fleet_manifest="$repo/collector/fleet/builder-config.yaml"
+fleet_version=$(sed -n 's/^  version: *//p' "$fleet_manifest" | head -1)
+fleet_dir="$cache/otelcol-qt-fleet-$(key "$fleet_manifest")"
+if wanted otelcol_fleet; then
+  [ -x "$fleet_dir/otelcol-qt-fleet" ] ||
+    timed "otelcol-qt-fleet v$fleet_version" 6 build_collector "$fleet_manifest" "$fleet_version" "$fleet_dir" otelcol-qt-fleet
+  echo "otelcol_fleet=$fleet_dir/otelcol-qt-fleet"
 fi

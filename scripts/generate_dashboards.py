@@ -16,6 +16,7 @@ OUT = Path(__file__).resolve().parent.parent / "grafana" / "dashboards"
 PROM = {"type": "prometheus", "uid": "prometheus"}
 SEL = 'service_name=~"$service"'
 RATE = "$__rate_interval"
+ERRORS = 'outcome="error"'
 
 
 def p(spec: sc.MetricSpec, suffix: str = "") -> str:
@@ -23,10 +24,25 @@ def p(spec: sc.MetricSpec, suffix: str = "") -> str:
     return spec.prometheus + suffix
 
 
+#: Histograms a bot may export as Prometheus native histograms (QT_TELEMETRY_NATIVE_HISTOGRAMS=true): one series
+#: named like the metric, without _bucket/_sum/_count. Their queries read both forms; where a bot briefly has
+#: both (while it switches), the explicit half wins (`or` keeps its left side's label sets).
+NATIVE_CAPABLE = (sc.ORDER_LATENCY, sc.STAGE_DURATION)
+
+
 def quantile(q: float, spec: sc.MetricSpec, by: str = "", extra: str = "") -> str:
     group = f"{by}, le" if by else "le"
     matcher = f"{SEL}{', ' + extra if extra else ''}"
-    return f"histogram_quantile({q}, sum by ({group}) (rate({p(spec, '_bucket')}{{{matcher}}}[{RATE}])))"
+    explicit = f"histogram_quantile({q}, sum by ({group}) (rate({p(spec, '_bucket')}{{{matcher}}}[{RATE}])))"
+    if spec not in NATIVE_CAPABLE:
+        return explicit
+    native_sum = f"sum by ({by})" if by else "sum"
+    return f"{explicit} or histogram_quantile({q}, {native_sum} (rate({p(spec)}{{{matcher}}}[{RATE}])))"
+
+
+def count(spec: sc.MetricSpec, fn: str, matcher: str, window: str) -> str:
+    """Observations per series of a histogram (orders, for the order latency): ``_count`` or native."""
+    return f"{fn}({p(spec, '_count')}{{{matcher}}}[{window}]) or histogram_count({fn}({p(spec)}{{{matcher}}}[{window}]))"
 
 
 class Board:
@@ -89,15 +105,17 @@ class Board:
             "time": {"from": "now-1h", "to": "now"},
             "timezone": "utc",
             "templating": {"list": [_variable("service", "Bot", sc.HEARTBEAT, "service_name")] + [
-                _variable(v, v.title(), sc.ORDER_LATENCY, v, "_count") for v in self.variables]},
+                _variable(v, v.title(), sc.ORDER_LATENCY, v, "_count", native=True) for v in self.variables]},
             "annotations": {"list": []},
             "links": [{"title": "Trading dashboards", "type": "dashboards", "tags": ["qt-telemetry"]}],
             "panels": self.panels,
         }
 
 
-def _variable(name: str, label: str, spec: sc.MetricSpec, label_name: str, suffix: str = "") -> dict[str, Any]:
-    query = f"label_values({p(spec, suffix)}, {label_name})"
+def _variable(name: str, label: str, spec: sc.MetricSpec, label_name: str, suffix: str = "",
+              native: bool = False) -> dict[str, Any]:
+    series = f'{{__name__=~"{p(spec, suffix)}|{p(spec)}"}}' if native else p(spec, suffix)
+    query = f"label_values({series}, {label_name})"
     return {"name": name, "label": label, "type": "query", "datasource": PROM,
             "query": {"query": query, "refId": name}, "definition": query,
             "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2,
@@ -142,7 +160,7 @@ def trading_overview() -> Board:
           [(f"min by (feed, symbol) ({p(sc.FEED_CONNECTED)}{{{SEL}}})", "{{feed}} {{symbol}}")],
           w=8, mappings=CONNECTED, thresholds=[(None, "red"), (1, "green")])
     b.add("stat", "Orders in 24h",
-          [(f"sum(increase({p(sc.ORDER_LATENCY, '_count')}{{{SEL}}}[24h]))", "orders")], w=4)
+          [(f"sum({count(sc.ORDER_LATENCY, 'increase', SEL, '24h')})", "orders")], w=4)
     b.add("timeseries", "Feed message gap p95 / staleness",
           [(quantile(0.95, sc.FEED_GAP, "feed, symbol"), "gap p95 {{feed}} {{symbol}}"),
            (f"max by (feed, symbol) ({p(sc.FEED_STALENESS)}{{{SEL}}})", "stale {{feed}} {{symbol}}")],
@@ -156,14 +174,16 @@ def order_execution() -> Board:
               variables=("venue",))
     venue = 'venue=~"$venue"'
     b.add("heatmap", "Order latency heatmap (exemplars on)",
-          [(f"sum by (le) (increase({p(sc.ORDER_LATENCY, '_bucket')}{{{SEL}, {venue}}}[{RATE}]))", "{{le}}")],
+          [(f"sum by (le) (increase({p(sc.ORDER_LATENCY, '_bucket')}{{{SEL}, {venue}}}[{RATE}])) "
+            f"or sum(increase({p(sc.ORDER_LATENCY)}{{{SEL}, {venue}}}[{RATE}]))", "{{le}}")],
           w=24, h=9, unit="s", exemplars=True, fmt="heatmap",
           options={"calculate": False, "yAxis": {"unit": "s"}, "exemplars": {"color": "rgba(255,0,255,0.7)"}},
           description="Each diamond is one order: click it to open its signal-to-execution trace in Tempo.")
     b.add("timeseries", "Order latency p95 by venue",
           [(quantile(0.95, sc.ORDER_LATENCY, "venue", venue), "{{venue}}")], unit="s", exemplars=True)
     b.add("timeseries", "Orders by outcome",
-          [(f"sum by (venue, outcome) (rate({p(sc.ORDER_LATENCY, '_count')}{{{SEL}, {venue}}}[{RATE}]))", "{{venue}} {{outcome}}")],
+          [(f"sum by (venue, outcome) ({count(sc.ORDER_LATENCY, 'rate', f'{SEL}, {venue}', RATE)})",
+            "{{venue}} {{outcome}}")],
           unit="ops")
     b.add("timeseries", "Slippage p50 / p95 (bp)",
           [(quantile(0.5, sc.SLIPPAGE, "venue", venue), "p50 {{venue}}"),
@@ -175,7 +195,7 @@ def order_execution() -> Board:
           [(f"sum by (venue, reason) (increase({p(sc.ORDER_EVENTS)}{{{SEL}, order_event=\"reject\"}}[1h]))",
             "{{venue}} {{reason}}")], instant=True)
     b.add("bargauge", "Placement errors by type (1h)",
-          [(f"sum by (venue, error_type) (increase({p(sc.ORDER_LATENCY, '_count')}{{{SEL}, outcome=\"error\"}}[1h]))",
+          [(f"sum by (venue, error_type) ({count(sc.ORDER_LATENCY, 'increase', SEL + ', ' + ERRORS, '1h')})",
             "{{venue}} {{error_type}}")], instant=True)
     b.add("timeseries", "Risk-check rejections by rule",
           [(f"sum by (risk_rule, reason) (rate({p(sc.RISK_CHECKS)}{{{SEL}, outcome=\"rejected\"}}[{RATE}]))",
@@ -223,6 +243,20 @@ def telemetry_pipeline() -> Board:
            (f"sum(rate(prometheus_tsdb_head_samples_appended_total[{RATE}]))", "samples appended/s")])
     b.add("timeseries", "Tempo: spans received",
           [(f"sum(rate(tempo_distributor_spans_received_total[{RATE}]))", "spans/s")], unit="ops")
+    # Fleet topology only (docker-compose.fleet.yml): empty on the single box.
+    b.add("timeseries", "Fleet gateways: traces kept / not kept (tail sampling)",
+          [(f"sum by (instance, sampled) (rate(otelcol_processor_tail_sampling_global_count_traces_sampled[{RATE}]))",
+            "{{instance}} kept={{sampled}}")], w=8, unit="ops",
+          description="Every failed, rejected or slow order and every safety event is kept; healthy trades at the bots' "
+                      "QT_TELEMETRY_TRACE_KEEP_RATIO.")
+    b.add("timeseries", "Fleet gateways: traces in memory / dropped before a verdict",
+          [("sum by (instance) (otelcol_processor_tail_sampling_sampling_traces_on_memory)", "in memory {{instance}}"),
+           (f"sum by (instance) (rate(otelcol_processor_tail_sampling_sampling_trace_dropped_too_early[{RATE}]))",
+            "dropped too early {{instance}}")], w=8,
+          description="Dropped too early = num_traces too small for the traffic within decision_wait (QtTailSamplingOverflow).")
+    b.add("stat", "Fleet agents: gateways in the ring",
+          [("sum by (instance) (otelcol_loadbalancer_num_backends)", "{{instance}}")], w=8,
+          description="Gateways each agent currently routes trace ids to (DNS name otel-gateways).")
     return b
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.fleet.harness import Fleet
 from tests.e2e.grafana import Grafana
 from tests.e2e.stack import Stack
 from tests.support.servers import REPO
@@ -29,6 +30,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.servers(*Stack.BINARIES))
             if "grafana" in fixtures:
                 item.add_marker(pytest.mark.servers(Grafana.BINARY))
+            if "tests/e2e/fleet" in str(item.fspath):
+                item.add_marker(pytest.mark.servers(*Fleet.BINARIES))
 
 
 @pytest.hookimpl(hookwrapper=True)

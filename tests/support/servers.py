@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 GO_BUILDS = {
     "otelcol": "otelcol", "tempo": "tempo", "prometheus": "prometheus", "promtool": "prometheus",
     "alertmanager": "alertmanager", "amtool": "alertmanager", "compose_check": "compose_check",
-    "grafana": "grafana",
+    "grafana": "grafana", "otelcol_fleet": "otelcol_fleet",
 }
 #: Debian tool -> its package (installed by scripts/install-debian-packages.sh when missing)
 DEBIAN = {"debian:promtool": "prometheus"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -18,13 +19,14 @@ from tests.support.servers import REPO, binary, debian_tool
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
 RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
 #: Series our SDK produces (histograms: _bucket/_sum/_count) and the ones the pipeline itself exposes.
+#: A histogram is also one series under its own name when it arrives as a Prometheus native histogram.
 OUR_SERIES = {s.prometheus + sfx for s in semconv.METRICS.values()
-              for sfx in (("_bucket", "_sum", "_count") if s.kind == "histogram" else ("",))}
+              for sfx in (("_bucket", "_sum", "_count", "") if s.kind == "histogram" else ("",))}
 PIPELINE_PREFIXES = ("otelcol_", "prometheus_", "tempo_", "traces_span_metrics_", "up", "ALERTS")
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "rate", "increase", "irate", "histogram_quantile",
     "time", "absent", "max_over_time", "label_values", "and", "or", "unless", "on", "ignoring", "group_left",
-    "bool", "offset", "le", "timestamp",
+    "bool", "offset", "le", "timestamp", "histogram_count", "histogram_sum",
 }
 
 
@@ -74,6 +76,18 @@ def test_promtool_accepts_config_and_rules_and_every_rule_unit_test_passes(promt
     _run(tool, "check", "rules", *[str(p) for p in RULE_FILES])
     out = _run(tool, "test", "rules", *[str(p) for p in sorted((prom_dir / "tests").glob("*.yml"))], cwd=prom_dir)
     assert out.count("SUCCESS") == 2
+
+
+def test_order_alerts_fire_on_native_histograms_too() -> None:
+    """prometheus/tests/native/: the same alerts on native-histogram input (promtool 3 only: Debian's 2.42
+    cannot read native histograms in test series)."""
+    tests = sorted((REPO / "prometheus" / "tests" / "native").glob("*.yml"))
+    out = _run(binary("promtool"), "test", "rules", *[str(p) for p in tests], cwd=REPO / "prometheus")
+    assert tests and out.count("SUCCESS") == len(tests)
+    text = "\n".join(p.read_text() for p in tests)
+    for alert in ("QtOrderLatencyP95High", "QtOrderRejectRateHigh"):
+        assert f"alertname: {alert}\n        exp_alerts: []" in text, alert
+        assert re.search(rf"alertname: {alert}\n\s+exp_alerts:\n\s+- exp_labels", text), alert
 
 
 def test_every_alert_has_severity_summary_description_runbook_and_a_unit_test() -> None:
@@ -250,6 +264,7 @@ def test_compose_project_is_locked_down(tmp_path: Path) -> None:
     assert grafana_env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
     assert "--web.enable-remote-write-receiver" in services["prometheus"]["command"]
     assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
+    assert "--enable-feature=native-histograms" in services["prometheus"]["command"]
     text = (REPO / "docker-compose.yml").read_text()
     assert "0.0.0.0" not in text
     for secret in SECRETS.values():
@@ -268,3 +283,145 @@ def test_compose_images_are_the_versions_the_tests_build() -> None:
     assert images["prom/prometheus"] == f"v{major_minor // 100}.{major_minor % 100}.{module_version.group(2)}"
     build_script = (REPO / "scripts" / "build-servers.sh").read_text()
     assert f"ALERTMANAGER_VERSION={images['prom/alertmanager']}" in build_script
+
+
+# --- fleet topology (README "Fleet") --------------------------------------------------------------------
+
+FLEET = REPO / "collector" / "fleet"
+FLEET_COMPOSE = ["docker-compose.yml", "docker-compose.fleet.yml"]
+
+
+def _components(*configs: Path) -> set[str]:
+    """Component types the collector configs define (all kinds)."""
+    out: set[str] = set()
+    for path in configs:
+        config = yaml.safe_load(path.read_text())
+        for kind in ("receivers", "processors", "exporters", "connectors", "extensions"):
+            out.update(k.split("/")[0] for k in config.get(kind) or {})
+    return out
+
+
+AGENT = FLEET / "agent.yaml"
+GATEWAY = FLEET / "gateway.yaml"
+
+
+@pytest.mark.servers("otelcol_fleet")
+@pytest.mark.parametrize("config", [AGENT, GATEWAY], ids=["agent", "gateway"])
+def test_fleet_binary_validates_the_agent_and_gateway_configs(config: Path) -> None:
+    _run(binary("otelcol_fleet"), "validate", f"--config={config}")
+
+
+def test_fleet_manifest_builds_exactly_the_components_both_tiers_use_at_one_version() -> None:
+    manifest = yaml.safe_load((FLEET / "builder-config.yaml").read_text())
+    modules = [m["gomod"] for kind in ("receivers", "processors", "exporters", "connectors", "extensions")
+               for m in manifest[kind]]
+    used = _components(AGENT, GATEWAY)
+    assert {"load_balancing", "tail_sampling", "span_metrics", "prometheus_remote_write"} <= used
+    assert len(modules) == len(used)
+    assert {m.split()[1] for m in modules} == {"v" + manifest["dist"]["version"]}
+
+
+def test_agent_is_the_single_box_config_with_exactly_the_documented_changes() -> None:
+    single = yaml.safe_load((REPO / "collector" / "config.yaml").read_text())
+    agent = yaml.safe_load(AGENT.read_text())
+    expected = copy.deepcopy(single)
+    # 1. Traces go to the gateways, routed by trace id, instead of straight to Tempo.
+    del expected["exporters"]["otlp_grpc/tempo"]
+    expected["exporters"]["load_balancing"] = agent["exporters"]["load_balancing"]
+    expected["service"]["pipelines"]["traces"]["exporters"] = ["span_metrics", "load_balancing"]
+    # 2. span_metrics would exemplify spans of traces the gateways drop.
+    expected["connectors"]["span_metrics"]["exemplars"]["enabled"] = False
+    # 3. The 0.159.0 exporter has no resource_constant_labels: a transform copies the same attributes.
+    included = expected["exporters"]["prometheus_remote_write"].pop("resource_constant_labels")["included"]
+    expected["processors"]["transform/resource_labels"] = agent["processors"]["transform/resource_labels"]
+    expected["service"]["pipelines"]["metrics"]["processors"] = ["memory_limiter", "transform/resource_labels", "batch"]
+    assert agent == expected
+    (statements,) = [c["statements"] for c in agent["processors"]["transform/resource_labels"]["metric_statements"]]
+    assert [re.findall(r'resource\.attributes\["([^"]+)"\]', st)[0] for st in statements] == included
+    assert all(f'set(datapoint.attributes["{k}"], resource.attributes["{k}"])' in st
+               for k, st in zip(included, statements))
+    # Metrics, RED included, go straight to Prometheus: never through a sampling tier.
+    assert agent["service"]["pipelines"]["metrics"]["receivers"] == ["otlp", "span_metrics"]
+    lb = agent["exporters"]["load_balancing"]
+    assert lb["routing_key"] == "traceID" and "dns" in lb["resolver"]
+    # A failure on a dead gateway must come back to the load_balancing level, which routes it again.
+    assert lb["protocol"]["otlp"]["retry_on_failure"]["enabled"] is False
+    assert lb["protocol"]["otlp"]["sending_queue"]["enabled"] is False
+    assert lb["retry_on_failure"]["enabled"] is True and lb["sending_queue"]["enabled"] is True
+
+
+def test_gateway_keeps_every_trace_the_sdk_marked_and_exports_only_to_tempo() -> None:
+    gateway = yaml.safe_load(GATEWAY.read_text())
+    policies = {p["name"]: p for p in gateway["processors"]["tail_sampling"]["policies"]}
+    assert policies["sdk-keep-mark"] == {"name": "sdk-keep-mark", "type": "boolean_attribute",
+                                         "boolean_attribute": {"key": "qt.sampling.keep", "value": True}}
+    assert policies["errors"]["status_code"]["status_codes"] == ["ERROR"]
+    assert policies["extra-percentage"]["type"] == "probabilistic"
+    # No policy may drop: a "drop" or inverted policy could veto a marked trace and orphan its exemplars.
+    assert not [p for p in policies.values() if p["type"] in ("drop", "not") or any(
+        isinstance(v, dict) and v.get("invert_match") for v in p.values())]
+    slow = " ".join(policies["slow-orders"]["ottl_condition"]["span"])
+    assert "${env:QT_GATEWAY_SLOW_ORDER_MS:-500}" in slow  # the SDK's default slow threshold, 0.5 s
+    traces = gateway["service"]["pipelines"]["traces"]
+    assert traces["processors"][0] == "memory_limiter" and "tail_sampling" in traces["processors"]
+    assert traces["exporters"] == ["otlp_grpc/tempo"] and set(gateway["service"]["pipelines"]) == {"traces"}
+
+
+def test_fleet_prometheus_config_is_the_base_plus_the_gateway_job() -> None:
+    base = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    fleet = yaml.safe_load((REPO / "prometheus" / "prometheus.fleet.yml").read_text())
+    gateway_jobs = [j for j in fleet["scrape_configs"] if j["job_name"] == "otel-gateway"]
+    assert [j["static_configs"][0]["targets"] for j in gateway_jobs] == [["otel-gateway-1:8888", "otel-gateway-2:8888"]]
+    fleet["scrape_configs"] = [j for j in fleet["scrape_configs"] if j["job_name"] != "otel-gateway"]
+    assert fleet == base
+    assert "SUCCESS" in _run(binary("promtool"), "check", "config", "prometheus.fleet.yml", cwd=REPO / "prometheus")
+
+
+def test_fleet_compose_overlay_is_locked_down_and_runs_the_fleet_distribution(tmp_path: Path) -> None:
+    env_file = tmp_path / "test.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()))
+    clean = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("GRAFANA_", "ALERTMANAGER_", "QT_"))}
+    proc = subprocess.run([binary("compose_check"), "--env-file", str(env_file), *FLEET_COMPOSE], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, env=clean, check=False)
+    assert proc.returncode == 0, proc.stderr
+    services = json.loads(proc.stdout)["services"]
+    version = yaml.safe_load((FLEET / "builder-config.yaml").read_text())["dist"]["version"]
+    gateways = sorted(n for n in services if n.startswith("otel-gateway"))
+    assert gateways == ["otel-gateway-1", "otel-gateway-2"]
+    for name, svc in services.items():
+        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", svc["image"]), name
+        for port in svc.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+        if name != "tempo-init":
+            assert svc.get("healthcheck", {}).get("test") and svc.get("restart") == "unless-stopped", name
+    for name in ["otel-collector", *gateways]:
+        assert services[name]["image"] == f"otel/opentelemetry-collector-contrib:{version}", name
+    agent = services["otel-collector"]
+    assert agent["command"] == ["--config=/etc/otelcol/config.yaml"]
+    (config,) = [v for v in agent["volumes"] if v["target"] == "/etc/otelcol/config.yaml"]
+    assert config["source"].endswith("collector/fleet/agent.yaml")
+    assert agent["environment"]["QT_GATEWAYS_HOSTNAME"] == "otel-gateways"
+    for name in gateways:
+        svc = services[name]
+        assert svc["hostname"] == name and "ports" not in svc  # reached by the agents only, on the network
+        assert svc["networks"]["default"]["aliases"] == ["otel-gateways"]
+        env = svc["environment"]
+        assert env["QT_GATEWAY_OTLP_GRPC_ADDR"] == f"{name}:4317" and env["QT_GATEWAY_METRICS_HOST"] == name
+        assert env["QT_GATEWAY_SLOW_ORDER_MS"] == "500" and env["QT_GATEWAY_EXTRA_KEEP_PERCENT"] == "0"
+    prom = services["prometheus"]
+    (config,) = [v for v in prom["volumes"] if v["target"] == "/etc/prometheus/prometheus.yml"]
+    assert config["source"].endswith("prometheus/prometheus.fleet.yml")
+    assert {"--enable-feature=exemplar-storage", "--enable-feature=native-histograms"} <= set(prom["command"])
+    text = (REPO / "docker-compose.fleet.yml").read_text()
+    assert "0.0.0.0" not in text
+    # The bots' sampling settings documented in the file agree with the gateways' slow threshold.
+    bot_env = yaml.safe_load(text)["x-bot-environment"]
+    assert bot_env["QT_TELEMETRY_SLOW_ORDER_SECONDS"] == "${QT_TELEMETRY_SLOW_ORDER_SECONDS:-0.5}"
+    assert bot_env["QT_TELEMETRY_TRACE_KEEP_RATIO"].startswith("${QT_TELEMETRY_TRACE_KEEP_RATIO:-")
+
+
+def test_the_single_box_compose_is_unchanged_by_the_fleet_file(tmp_path: Path) -> None:
+    proc = _compose(SECRETS, tmp_path)
+    services = json.loads(proc.stdout)["services"]
+    assert not [n for n in services if n.startswith("otel-gateway")]
+    assert services["otel-collector"]["command"] == ["--config=/etc/otelcol/config.yaml"]
