@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.fleet.harness import Fleet
 from tests.e2e.stack import Stack
 from tests.support import servers
 from tests.support.servers import REPO
@@ -55,10 +56,13 @@ def test_the_whole_suite_builds_every_server_and_installs_every_tool(declared_by
     assert _union(declared_by_test, "tests/") == set(servers.NAMES)
 
 
-def test_every_end_to_end_test_gets_the_stack_and_only_grafana_tests_get_grafana(
+def test_every_end_to_end_test_gets_its_servers_and_only_grafana_tests_get_grafana(
         declared_by_test: dict[str, set[str]]) -> None:
     e2e = {nodeid: names for nodeid, names in declared_by_test.items() if nodeid.startswith("tests/e2e/")}
-    assert e2e and all(set(Stack.BINARIES) <= names for names in e2e.values())
+    fleet = {nodeid: names for nodeid, names in e2e.items() if nodeid.startswith("tests/e2e/fleet/")}
+    single = {nodeid: names for nodeid, names in e2e.items() if nodeid not in fleet}
+    assert single and all(set(Stack.BINARIES) <= names for names in single.values())
+    assert fleet and all(set(Fleet.BINARIES) <= names for names in fleet.values())
     with_grafana = {Path(nodeid.split("::")[0]).name for nodeid, names in e2e.items() if "grafana" in names}
     assert with_grafana == {"test_grafana.py"}
 
