@@ -26,7 +26,7 @@ from opentelemetry.sdk.metrics.view import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from tests.e2e.fleet.bot import LATENCY_BUCKETS_S
+from qt_telemetry.semconv import LATENCY_BUCKETS_S
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 LABELS = {"venue": "binance", "symbol": "BTCUSDT", "side": "buy", "order.type": "limit", "outcome": "ok"}

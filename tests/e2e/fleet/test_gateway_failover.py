@@ -56,7 +56,8 @@ def test_killing_a_gateway_reroutes_to_the_other_and_loss_is_bounded_and_counted
         t_rerouted = time.time()
         a_before = _accepted(fleet, "gateway-a")
         # About 100 trades' worth of spans on the survivor after the re-route.
-        wait_until(lambda: _accepted(fleet, "gateway-a") >= a_before + 800, 60, "trading after the re-route")
+        wait_until(lambda: _accepted(fleet, "gateway-a") >= a_before + 800
+                   and time.time() > t_rerouted + REROUTED_SLACK_S + 5, 60, "trading after the re-route")
     finally:
         for service, proc in bots.items():
             records[service] = finish_bot(proc)

@@ -8,7 +8,7 @@ repeats; benchmarks/bench_histograms.py prints the same table.
 
 from __future__ import annotations
 
-from tests.e2e.fleet.bot import LATENCY_BUCKETS_S
+from qt_telemetry.semconv import LATENCY_BUCKETS_S
 from tests.e2e.fleet.harness import Fleet
 from tests.e2e.fleet.histograms import QUANTILES, measure, table
 
