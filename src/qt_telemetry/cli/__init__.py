@@ -1,4 +1,4 @@
-"""The ``qt-telemetry`` command: ``demo`` (a realistic instrumented bot) and ``doctor`` (checks the drill path)."""
+"""The qt-telemetry command: demo (a realistic instrumented bot) and doctor (checks the drill path)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--mode", choices=("auto", "local", "otlp"), default="auto",
                       help="auto: use the collector when one answers, else local /metrics + console (default)")
     demo.add_argument("--metrics-port", type=int, default=None, help="local mode /metrics port (default 9464)")
-    demo.add_argument("--grafana-url", default=os.environ.get("QT_GRAFANA_URL", "http://localhost:3000"))
+    demo.add_argument("--grafana-url", default=os.environ.get("QT_GRAFANA_URL", "http://localhost:3000"),
+                      help="where the banner says to look in otlp mode (default: QT_GRAFANA_URL or "
+                           "http://localhost:3000)")
     demo.add_argument("--plain", action="store_true", help="plain progress lines instead of the live view")
 
     doctor = sub.add_parser("doctor", help="check the whole path: SDK -> collector -> Prometheus/Tempo -> Grafana")

@@ -129,6 +129,7 @@ class DemoBot:
         self.tick = 0
         self.stats = Stats()
         self.kill_switch = KillSwitch()
+        self.halted_at = 0
         qt.record_kill_switch(False, name="main")
         self.breakers = {v.name: Breaker(f"{v.name}-api", lambda: self.tick, fail_max=2) for v in VENUES}
         self.feed = qt.FeedMonitor("exchange-ws")
@@ -139,7 +140,7 @@ class DemoBot:
         self.outage = (100, 160)
         qt.set_risk_gauges(strategy="momentum", daily_pnl_used=lambda: self.stats.pnl_used,
                            open_positions=lambda: len(self.positions), max_positions=max_positions,
-                           gross_exposure=lambda: sum(p.quantity * self.prices[p.symbol]
+                           gross_exposure=lambda: sum(abs(p.quantity) * self.prices[p.symbol]
                                                       for p in self.positions.values()))
         for symbol in symbols:
             self.feed.connected(symbol)
@@ -292,6 +293,7 @@ class DemoBot:
                 self.stats.pnl_used = qt.daily_pnl_used(self.stats.pnl, self.loss_limit) or 0.0
         if self.stats.pnl_used >= 1.0 and not self.kill_switch.active:
             self.kill_switch.activate(reason="daily_loss_limit", actor="risk-engine")
+            self.halted_at = self.tick
 
     def stop(self) -> None:
         self._stop.set()
@@ -311,7 +313,10 @@ class DemoBot:
             "pnl_used": self.stats.pnl_used, "kill_switch": self.kill_switch.active,
             "breakers": {b.name: b.state for b in self.breakers.values()},
             "feeds_down": sorted(self.feed_down_until), "positions": len(self.positions),
-            "trace_id": self.stats.last_trace_id, "signals": self.stats.signals,
+            "trace_id": self.stats.last_trace_id, "signals": self.stats.signals, "tick": self.tick,
+            "status": (f"HALTED since tick {self.halted_at}: the kill switch tripped at the daily loss limit; no new "
+                       "trades by design (feeds, fills and gauges keep reporting)" if self.kill_switch.active
+                       else "trading"),
         }
 
 

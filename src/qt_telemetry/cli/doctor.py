@@ -32,9 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--otlp-endpoint", default=env("QT_TELEMETRY_ENDPOINT") or env("OTEL_EXPORTER_OTLP_ENDPOINT"),
                         help="collector OTLP endpoint (default: OTEL_EXPORTER_OTLP_ENDPOINT or the compose default)")
     parser.add_argument("--protocol", choices=("http/protobuf", "grpc"),
-                        default=env("QT_TELEMETRY_PROTOCOL") or env("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
-    parser.add_argument("--prometheus-url", default=env("QT_PROMETHEUS_URL", "http://localhost:9090"))
-    parser.add_argument("--tempo-url", default=env("QT_TEMPO_URL", "http://localhost:3200"))
+                        default=env("QT_TELEMETRY_PROTOCOL") or env("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf",
+                        help="OTLP protocol of the synthetic order (default: OTEL_EXPORTER_OTLP_PROTOCOL or "
+                             "http/protobuf)")
+    parser.add_argument("--prometheus-url", default=env("QT_PROMETHEUS_URL", "http://localhost:9090"),
+                        help="Prometheus to query (default: QT_PROMETHEUS_URL or http://localhost:9090)")
+    parser.add_argument("--tempo-url", default=env("QT_TEMPO_URL", "http://localhost:3200"),
+                        help="Tempo to fetch the trace from (default: QT_TEMPO_URL or http://localhost:3200)")
     parser.add_argument("--grafana-datasources", default=env("QT_GRAFANA_DATASOURCES"),
                         help="Grafana datasource provisioning file to check the exemplar link in "
                              "(default: grafana/provisioning/datasources/datasources.yaml when present)")

@@ -81,7 +81,8 @@ def _where(info: qt.TelemetryInfo | None, grafana_url: str, console: bool) -> st
 
 def _line(s: dict[str, Any]) -> str:
     breakers = " ".join(f"{k}={v}" for k, v in s["breakers"].items())
-    return (f"orders {s['orders']} ({s['orders_per_s']:.1f}/s, {s['errors']} failed) "
+    halted = "" if s["status"] == "trading" else f"{s['status']} | "
+    return (f"{halted}tick {s['tick']} | orders {s['orders']} ({s['orders_per_s']:.1f}/s, {s['errors']} failed) "
             f"p50 {s['p50'] * 1000:.0f}ms p95 {s['p95'] * 1000:.0f}ms | risk rejects {s['rejects']} | "
             f"PnL {s['pnl']:+.2f} ({s['pnl_used']:.0%} of limit) | kill switch "
             f"{'ACTIVE' if s['kill_switch'] else 'off'} | {breakers} | feeds down: {','.join(s['feeds_down']) or '-'}")
@@ -101,6 +102,8 @@ def _render(s: dict[str, Any], where: str) -> Any:
     table = Table(title="qt-telemetry demo bot", caption=where, show_header=False, expand=False)
     table.add_column(style="bold")
     table.add_column()
+    status = s["status"]
+    table.add_row("status", f"[bold red]{status}[/bold red]" if status != "trading" else f"trading (tick {s['tick']})")
     table.add_row("orders", f"{s['orders']}  ({s['orders_per_s']:.1f}/s, {s['errors']} failed)")
     table.add_row("latency", f"p50 {s['p50'] * 1000:.0f} ms   p95 {s['p95'] * 1000:.0f} ms")
     table.add_row("signals / risk rejects", f"{s['signals']} / {s['rejects']}")
