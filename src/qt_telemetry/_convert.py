@@ -225,6 +225,8 @@ class Converter:
         self.producers: dict[int, ProducerState] = {}
         self._scopes: dict[tuple[Any, ...], InstrumentationScope] = {}
         self.lock = threading.Lock()
+        #: Set by the pipeline when spans go to a bounded queue.
+        self.spans_full: Callable[[], bool] = lambda: False
 
     # --- producers --------------------------------------------------------------------------------------
     def producer(self, pid: int, instance_id: str) -> ProducerState:
@@ -306,6 +308,9 @@ class Converter:
             live.end(end_time=record[R.S_END])
             return
         if self._spans is None:
+            return
+        if self.spans_full():  # the collector is down: count the drop, do not build what cannot be sent
+            producer.drop("spans", "queue_full", 1)
             return
         flags = _SAMPLED
         state = TraceState.from_header([record[R.S_STATE]]) if record[R.S_STATE] else None

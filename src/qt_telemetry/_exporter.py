@@ -28,7 +28,7 @@ from qt_telemetry._pipeline import Pipeline
 _log = logging.getLogger("qt_telemetry")
 _MAX_DATAGRAM = 1 << 22
 #: Datagrams read but not yet converted, at most (beyond it they are dropped and counted: exporter_busy).
-_INBOX_BYTES = 32 << 20
+_INBOX_BYTES = 8 << 20
 
 
 class _OncePerMinute(logging.Filter):

@@ -72,6 +72,8 @@ class Pipeline:
             max_label_values=settings.max_label_values, slow_order_seconds=settings.slow_order_seconds,
             trace_keep_ratio=settings.trace_keep_ratio, base_resource=base_resource(settings),
             meters=meters or self._meter_provider, spans=sink, remote=remote)
+        if self.shipper is not None and span_sink is None:
+            self.converter.spans_full = self.shipper.full
 
     # --- exporters --------------------------------------------------------------------------------------
     def _span_exporters(self) -> list[SpanExporter]:

@@ -38,6 +38,10 @@ class SpanShipper:
         self._thread = threading.Thread(target=self._run, name="qt-telemetry-spans", daemon=True)
         self._thread.start()
 
+    def full(self) -> bool:
+        """True while a new span would be dropped (the collector is down or slow): spare building it."""
+        return len(self._queue) >= self._batch.max_queue_size
+
     def put(self, span: ReadableSpan) -> None:
         if len(self._queue) >= self._batch.max_queue_size:
             self._on_drop((span,), "queue_full")

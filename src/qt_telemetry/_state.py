@@ -31,7 +31,6 @@ class State:
         self._lazy_key: tuple[object, object] | None = None
         self._lazy: Any = None
         self.installed: Any = None  # what init() set up (qt_telemetry._setup.Installed)
-        self._joined = False
 
     def active(self) -> Any:
         """The engine, or — without ``init()`` but with an SDK provider installed by someone else (e.g.
@@ -41,8 +40,9 @@ class State:
             return engine
         provider = getattr(_TRACE, "_TRACER_PROVIDER", None)
         if provider is None:
-            if _INHERITED and not self._joined:
-                self._joined = True
+            global JOIN_PENDING
+            if JOIN_PENDING:
+                JOIN_PENDING = False
                 import multiprocessing
 
                 if multiprocessing.parent_process() is not None:  # a "spawn" child of an initialised bot
@@ -101,6 +101,12 @@ class State:
 
 
 #: Set by init() for multiprocessing "spawn" children: their first call joins the parent's exporter.
-_INHERITED = bool(os.environ.get("QT_TELEMETRY__INHERIT"))
+JOIN_PENDING = bool(os.environ.get("QT_TELEMETRY__INHERIT"))
+
+
+def idle() -> bool:
+    """Nothing to record and nothing that could start recording: calls go straight through (the no-op path
+    before ``init()``; written to be inlined by the wrappers, which read the same three things)."""
+    return STATE.engine is None and _TRACE._TRACER_PROVIDER is None and not JOIN_PENDING
 STATE = State()
 os.register_at_fork(after_in_child=STATE.after_fork_in_child)

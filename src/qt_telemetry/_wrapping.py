@@ -13,9 +13,11 @@ from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
 import wrapt
+from opentelemetry import trace as _trace
 
 from qt_telemetry._safety import telemetry_error
 from qt_telemetry._scope import SpanScope
+from qt_telemetry import _state
 from qt_telemetry._state import STATE
 
 #: ``make(engine, instance, args, kwargs)`` -> an unopened scope for this call.
@@ -102,6 +104,8 @@ def traced(fn: Any, make: ScopeFactory, done: ResultHook | None = None) -> Any:
 
     @wrapt.decorator
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if STATE.engine is None and _trace._TRACER_PROVIDER is None and not _state.JOIN_PENDING:
+            return wrapped(*args, **kwargs)  # before init(): _state.idle(), inlined
         scope = start(instance, args, kwargs)
         if scope is None:
             return wrapped(*args, **kwargs)

@@ -19,7 +19,7 @@ from qt_telemetry import semconv
 from qt_telemetry._records import finite, plain, text
 from qt_telemetry._safety import telemetry_error
 from qt_telemetry._scope import BlockScope
-from qt_telemetry._state import STATE
+from qt_telemetry._state import idle
 
 _CURRENT_FLOW: ContextVar[TradeFlow | None] = ContextVar("qt_telemetry_flow", default=None)
 
@@ -147,6 +147,46 @@ def trade_flow(*, symbol: Any, strategy: Any, trade_id: Any = None,
     """Open the root span of one trade: ``with trade_flow(symbol="BTCUSDT", strategy="momo") as flow:``.
 
     ``parent`` continues a trace from another service: an OTel context from :func:`qt_telemetry.extract` or
-    the carrier (dict of headers) itself. Extra keyword arguments become span attributes.
+    the carrier (dict of headers) itself. Extra keyword arguments become span attributes. Before ``init()``
+    this is a shared do-nothing flow (its stages are itself): the no-op path allocates nothing.
     """
+    if idle():
+        return _IDLE_FLOW
     return TradeFlow(symbol, strategy, trade_id, parent, attributes)
+
+
+class _IdleFlow(TradeFlow):
+    """The flow of a process that records nothing: every method and block does nothing, reentrantly."""
+
+    def __init__(self) -> None:
+        self.symbol = self.strategy = semconv.UNKNOWN_VALUE
+        self.reference_price = None
+        self.reject_reason = None
+        self.attributes = {}
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def signal(self, **attributes: Any) -> Any:
+        return self
+
+    def entry(self, **attributes: Any) -> Any:
+        return self
+
+    def execution(self, **attributes: Any) -> Any:
+        return self
+
+    def exit(self, **attributes: Any) -> Any:
+        return self
+
+    def reject(self, reason: Any) -> None:
+        pass
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+
+_IDLE_FLOW = _IdleFlow()
