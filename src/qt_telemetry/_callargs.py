@@ -51,13 +51,37 @@ class ArgumentReader:
             # With **kwargs, the field may still arrive by keyword under any alias.
             self._slots[field] = slot if slot is not None else aliases
         self._container = next((by_name[n] for n in _CONTAINER_PARAMS if n in by_name), None)
+        #: The hot path's plan: (field, position, name, default) for every field with a parameter of its own.
+        self._plan = [(field, slot.index, slot.name, slot.default) for field, slot in self._slots.items()
+                      if isinstance(slot, _Slot)]
+        self._by_alias = [(field, slot) for field, slot in self._slots.items() if isinstance(slot, tuple)] \
+            if self._accepts_kwargs else []
 
     def read(self, bound_receiver: bool, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Field values present in this call; ``bound_receiver`` is True when ``self`` is not in ``args``."""
         offset = 1 if (bound_receiver and self._first_is_receiver) else 0
+        count = len(args)
         out: dict[str, Any] = {}
-        for field, slot in self._slots.items():
-            value = self._value(slot, offset, args, kwargs)
+        for field, index, name, default in self._plan:
+            if kwargs and name in kwargs:
+                value = kwargs[name]
+            elif index is not None and 0 <= index - offset < count:
+                value = args[index - offset]
+            else:
+                value = default
+            if value is None or value is _MISSING:
+                continue
+            cls = value.__class__
+            if cls is str:
+                out[field] = value if len(value) <= 512 else value[:512]
+            elif cls is float:
+                out[field] = value
+            else:
+                value = plain(value)
+                if value is not None:
+                    out[field] = value
+        for field, aliases in self._by_alias:
+            value = self._value(aliases, offset, args, kwargs)
             if value is not _MISSING and value is not None:
                 value = plain(value)
                 if value is not None:

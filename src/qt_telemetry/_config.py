@@ -208,8 +208,6 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
             "seconds `force_flush()`/`shutdown()` may take (the exporter process has its own bound)"),
     Setting("exporter_drain_timeout", ("QT_TELEMETRY_EXPORTER_DRAIN_TIMEOUT",), 10.0, _number(0.0, 600.0),
             "seconds the exporter process keeps exporting after the last trading process is gone"),
-    Setting("queue_size", ("QT_TELEMETRY_QUEUE_SIZE",), 65_536, _int(64, 10_000_000),
-            "records the trading process buffers for the exporter; beyond it they are dropped and counted"),
     Setting("metrics_host", ("QT_TELEMETRY_METRICS_HOST", "OTEL_EXPORTER_PROMETHEUS_HOST"), "127.0.0.1", _text,
             "local mode: address of `/metrics`"),
     Setting("metrics_port", ("QT_TELEMETRY_METRICS_PORT", "OTEL_EXPORTER_PROMETHEUS_PORT"), 9464, _int(0, 65535),
@@ -261,7 +259,6 @@ class Settings:
     metric_export_interval_s: float
     shutdown_timeout_s: float
     exporter_drain_timeout_s: float
-    queue_size: int
     metrics_host: str
     metrics_port: int
     console: bool
@@ -324,7 +321,7 @@ def resolve(environ: Mapping[str, str] | None = None, **arguments: Any) -> Setti
         resource_attributes=values["resource_attributes"] or {}, traces=traces, metrics=metrics,
         headers=values["headers"], metric_export_interval_s=values["metric_export_interval"],
         shutdown_timeout_s=values["shutdown_timeout"], exporter_drain_timeout_s=values["exporter_drain_timeout"],
-        queue_size=values["queue_size"], metrics_host=values["metrics_host"] or "127.0.0.1",
+        metrics_host=values["metrics_host"] or "127.0.0.1",
         metrics_port=values["metrics_port"], console=console, max_label_values=values["max_label_values"],
         log_correlation=values["log_correlation"], slow_order_seconds=values["slow_order_seconds"],
         trace_keep_ratio=values["trace_keep_ratio"], native_histograms=values["native_histograms"],

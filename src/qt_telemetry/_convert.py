@@ -271,6 +271,8 @@ class Converter:
             self.redactor.add_values(payload)
         elif operation == R.OP_GOODBYE:
             producer.goodbye = True
+        elif operation == R.OP_DROPPED:
+            producer.producer_drops(payload)
 
     def span(self, producer: ProducerState, record: tuple[Any, ...], live: trace.Span | None = None) -> None:
         """Export one span record (or apply it to ``live``, the user's SDK span) and derive its metrics."""

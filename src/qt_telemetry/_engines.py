@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from qt_telemetry import _records as R
 from qt_telemetry import semconv
 from qt_telemetry._config import Settings
+from qt_telemetry._context import current_span
 from qt_telemetry._convert import Converter, ProducerState
 from qt_telemetry._gauges import GaugeBoard
 from qt_telemetry._outbox import Header, Outbox
@@ -42,7 +44,7 @@ _log = logging.getLogger("qt_telemetry")
 #: exporter still drains (Popen warns when collected with its child running).
 _STARTED: list[subprocess.Popen[bytes]] = []
 _time_ns = time.time_ns
-_get_current_span = trace.get_current_span
+_get_current_span = current_span
 
 
 class Engine:
@@ -159,7 +161,7 @@ class QueuedEngine(RecordEngine):
 
     def flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        if not self.outbox.drain(deadline):
+        if not self.outbox.flush(block=True, deadline=deadline):
             return False
         return self.outbox.channel.flush(deadline)  # type: ignore[attr-defined,no-any-return]
 
@@ -235,19 +237,38 @@ class SdkEngine(Engine):
 # --- channels -------------------------------------------------------------------------------------------
 
 class LocalChannel:
-    """The ``inline`` engine: batches are converted and exported on the pump thread of this process."""
+    """The ``inline`` engine: batches are converted and exported on a thread of this process (the OTel SDK then
+    shares the trading thread's GIL: slower, but no helper process)."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, capacity: int = 1024) -> None:
         self.pipeline = pipeline
+        self._batches: queue.Queue[tuple[Header, list[tuple[Any, ...]]]] = queue.Queue(capacity)
+        self._idle = threading.Event()
+        self._idle.set()
+        threading.Thread(target=self._convert, name="qt-telemetry-convert", daemon=True).start()
 
     def send(self, header: Header, records: list[tuple[Any, ...]]) -> str | None:
-        converter = self.pipeline.converter
-        with converter.lock:
-            producer = converter.producer(header[1], header[2])
-            producer.last_seen = time.time()
-            producer.producer_drops(header[3])
-            converter.accept(producer, records)
+        try:
+            self._idle.clear()
+            self._batches.put_nowait((header, records))
+        except queue.Full:
+            return "converter_busy"
         return None
+
+    def _convert(self) -> None:
+        converter = self.pipeline.converter
+        while True:
+            header, records = self._batches.get()
+            try:
+                with converter.lock:
+                    producer = converter.producer(header[1], header[2])
+                    producer.last_seen = time.time()
+                    producer.producer_drops(header[3])
+                    converter.accept(producer, records)
+            except Exception as exc:  # noqa: BLE001
+                _log.debug("qt-telemetry inline conversion: %r", exc)
+            if self._batches.empty():
+                self._idle.set()
 
     def healthy(self) -> bool:
         return True
@@ -256,10 +277,13 @@ class LocalChannel:
         pass
 
     def flush(self, deadline: float) -> bool:
+        self._idle.wait(max(0.0, deadline - time.monotonic()))
         return self.pipeline.flush(deadline)
 
     def close(self) -> None:
-        self.pipeline.shutdown(time.monotonic() + self.pipeline.settings.exporter_drain_timeout_s)
+        deadline = time.monotonic() + self.pipeline.settings.exporter_drain_timeout_s
+        self._idle.wait(max(0.0, deadline - time.monotonic()))
+        self.pipeline.shutdown(deadline)
 
     def after_fork(self) -> None:
         pass

@@ -229,6 +229,19 @@ def _release_terminal() -> None:
         pass
 
 
+def _yield_to_trading() -> None:
+    """Run only when a CPU would otherwise idle (Linux SCHED_IDLE), else at the lowest priority: an exporter
+    woken on the trading thread's CPU must never take it away for a time slice. When the box is saturated the
+    socket fills and the bot drops (and counts) records instead of waiting."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
+
+
 def _remove(address: Any) -> None:
     if isinstance(address, str) and address:
         try:
@@ -240,6 +253,7 @@ def _remove(address: Any) -> None:
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the bot; we drain after it
+    _yield_to_trading()
     pair_fd, named_fd, life_fd, config_fd, *rest = (int(a) for a in argv)
     with os.fdopen(config_fd, "rb") as config:
         settings = Settings.from_json(config.read().decode())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class OrderRecord:
     trace_id: int
     span_id: int
@@ -29,8 +29,7 @@ class OrderRecord:
 
     @property
     def attributes(self) -> dict[str, Any]:
-        """Read by an update on its own thread while the pump may be finishing the order: the pump sets
-        ``carried`` before it lets go of ``order``, so one of the two is always there."""
+        """What the order's updates repeat, read from the order when its first update comes (any thread)."""
         carried = self.carried
         if carried is not None:
             return carried

@@ -1,10 +1,12 @@
-"""The trading process's side of the hand-off: a bounded queue, a pump thread, and where batches go.
+"""The trading process's side of the hand-off: records leave in small batches, sent by the thread that made them.
 
-``put`` is a length check and a deque append: it never blocks and never waits for a lock. Every few
-milliseconds the pump thread takes what is queued, encodes it (one ``marshal.dumps`` per batch, bounded in
-size so it holds the GIL for tens of microseconds) and hands it to a channel: a datagram to the exporter process,
-or a converter on the same thread. A full queue drops the record and counts it; the counts travel with every
-batch and end up in ``qt.telemetry.dropped``. At exit the queue is flushed without waiting on the network.
+Measured here (benchmarks/bench_overhead.py): a background "pump" thread in the trading process costs a trading
+thread far more in jitter than the work it takes off it, because every time it needs the GIL it makes the
+trading thread give it up, and on a virtual machine getting it back can take milliseconds. So there is none on
+the hot path: the thread that finishes a span appends its record and, every ``batch`` records, encodes them
+(one ``marshal.dumps``) and hands them to the channel with one non-blocking send. A full channel drops the batch
+and counts it — nothing ever waits. A janitor thread wakes rarely: it sends what an idle bot left behind (it
+only needs the GIL when the bot is not using it), evaluates gauge callbacks, and restarts a dead exporter.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from typing import Any, Protocol
 from qt_telemetry import _records as R
 
 _log = logging.getLogger("qt_telemetry")
-BATCH_RECORDS = 256
-
+_monotonic = time.monotonic
+#: Records per batch sent by the trading thread (one marshal + one send per this many spans).
+BATCH = 16
+#: The janitor sends a partial batch when nothing was added for this long (the bot is idle).
+LINGER_S = 0.05
 
 Header = tuple[Any, ...]
 Batch = tuple[Header, list[tuple[Any, ...]]]
@@ -39,59 +44,92 @@ class Channel(Protocol):
 
 
 class Outbox:
-    """Bounded queue + pump thread + drop counters of one producing process."""
+    """Batches, drop counters and the janitor of one producing process."""
 
-    def __init__(self, capacity: int, channel: Channel, *, interval: float = 0.005,
+    def __init__(self, channel: Channel, *, batch: int = BATCH, janitor_interval: float = 0.1,
                  tick: Callable[[], list[tuple[Any, ...]]] | None = None, tick_interval: float = 10.0,
                  instance_id: str | None = None) -> None:
-        self.capacity = capacity
         self.channel = channel
-        self.interval = interval
+        self.batch = batch
+        self.janitor_interval = janitor_interval
         self.tick = tick
         self.tick_interval = tick_interval
         self.instance_id = self.root_instance_id = instance_id or str(uuid.uuid4())
         self.pid = os.getpid()
         self.dropped: dict[str, int] = {}
-        self._queue: collections.deque[Any] = collections.deque()
-        self._pending: list[Batch] = []  # batches the channel could not take yet
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._seq = 0
+        self._last_put = 0.0
         self._last_tick = 0.0
         self._thread: threading.Thread | None = None
         #: Records a new exporter must get before anything else (the secrets it has to redact).
         self.first_after_restart: Callable[[], list[tuple[Any, ...]]] = lambda: []
 
     # --- the trading thread's side --------------------------------------------------------------------
-    def put_first(self, record: tuple[Any, ...]) -> None:
-        """A control record that must precede what is queued (secrets to redact); never dropped."""
-        self._queue.appendleft(record)
-
-    def put(self, record: Any) -> None:
-        """Queue a record tuple, or a closed span whose record the pump makes."""
+    def put(self, item: Any) -> None:
+        """A record tuple, or a closed span (its record is made now). Sends a batch when one is full."""
+        if item.__class__ is not tuple:
+            try:
+                item = item.record()
+            except Exception as exc:  # noqa: BLE001 - a span we cannot describe is dropped and counted
+                self._count("record_failed", 1)
+                _log.debug("qt-telemetry could not make a record: %r", exc)
+                return
         queue = self._queue
-        if len(queue) < self.capacity:
-            queue.append(record)
-        else:
-            self.dropped["queue_full"] = self.dropped.get("queue_full", 0) + 1
+        queue.append(item)
+        self._last_put = _monotonic()
+        if len(queue) >= self.batch:
+            self.flush()
 
-    # --- the pump ---------------------------------------------------------------------------------------
+    def put_first(self, record: tuple[Any, ...]) -> None:
+        """A control record that must precede everything after it (secrets to redact): sent at once."""
+        self._queue.appendleft(record)
+        self.flush(block=True)
+
+    def flush(self, block: bool = False, deadline: float | None = None) -> bool:
+        """Send what is queued; True when everything left. Never waits unless ``block`` (shutdown, flush)."""
+        if not self._lock.acquire(blocking=block):
+            return False  # another thread is sending right now; it takes these too
+        try:
+            queue = self._queue
+            while queue:
+                records = [queue.popleft() for _ in range(min(len(queue), self.batch * 4))]
+                header = (R.VERSION, self.pid, self.instance_id, dict(self.dropped))
+                while True:
+                    reason = self.channel.send(header, records)
+                    if reason != "full" or deadline is None or _monotonic() >= deadline:
+                        break
+                    time.sleep(0.002)  # only ever at shutdown/flush: the exporter is catching up
+                if reason is not None:
+                    self._count("channel_full" if reason == "full" else reason, len(records))
+            return True
+        finally:
+            self._lock.release()
+
+    def _count(self, reason: str, n: int) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    # --- the janitor ------------------------------------------------------------------------------------
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="qt-telemetry-pump", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="qt-telemetry-janitor", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         backoff = 1.0
         next_restart = 0.0
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self.janitor_interval):
             try:
-                now = time.monotonic()
+                now = _monotonic()
                 if self.tick is not None and now - self._last_tick >= self.tick_interval:
                     self._last_tick = now
                     for record in self.tick():
-                        self.put(record)
-                self.drain()
+                        self._queue.append(record)
+                    self._queue.append((R.CONTROL, R.OP_DROPPED, dict(self.dropped)))
+                    self.flush()
+                elif self._queue and now - self._last_put >= LINGER_S:
+                    self.flush()  # the bot is idle: nothing to contend with
                 if not self.channel.healthy() and now >= next_restart:
                     next_restart = now + backoff
                     backoff = min(backoff * 2, 30.0)
@@ -101,67 +139,24 @@ class Outbox:
                     self._last_tick = 0.0  # re-send every gauge to the new exporter
                 elif self.channel.healthy():
                     backoff = 1.0
-            except Exception as exc:  # noqa: BLE001 - the pump must survive anything
-                _log.debug("qt-telemetry pump: %r", exc)
-
-    def drain(self, deadline: float | None = None) -> bool:
-        """Send what is queued; True when everything left. Retries a full channel until ``deadline``."""
-        with self._lock:
-            while True:
-                while self._pending:
-                    header, records = self._pending[0]
-                    reason = self.channel.send(header, records)
-                    if reason == "full":
-                        if deadline is None or time.monotonic() >= deadline:
-                            return False
-                        time.sleep(0.002)
-                        continue
-                    self._pending.pop(0)
-                    if reason is not None:
-                        self.dropped[reason] = self.dropped.get(reason, 0) + len(records)
-                if not self._queue:
-                    return True
-                queue = self._queue
-                records = []
-                for _ in range(min(len(queue), BATCH_RECORDS)):
-                    item = queue.popleft()
-                    if item.__class__ is tuple:
-                        records.append(item)
-                        continue
-                    try:
-                        records.append(item.record())  # a finished span: its record is made here
-                    except Exception as exc:  # noqa: BLE001 - a span we cannot describe is dropped and counted
-                        self.dropped["record_failed"] = self.dropped.get("record_failed", 0) + 1
-                        _log.debug("qt-telemetry could not make a record: %r", exc)
-                self._seq += 1
-                self._pending.append(((R.VERSION, self.pid, self.instance_id, dict(self.dropped), self._seq),
-                                      records))
+            except Exception as exc:  # noqa: BLE001 - the janitor must survive anything
+                _log.debug("qt-telemetry janitor: %r", exc)
 
     def close(self, timeout: float) -> bool:
-        """Stop the pump and hand everything over (bounded by ``timeout``); True when nothing was dropped."""
+        """Stop the janitor and hand everything over (bounded by ``timeout``); True when nothing was dropped."""
         self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(min(timeout, 0.5))
         dropped_before = sum(self.dropped.values())
-        self.put((R.CONTROL, R.OP_GOODBYE, None))
-        ok = self.drain(deadline=time.monotonic() + timeout)
-        if not ok:
-            left = len(self._queue) + sum(len(records) for _, records in self._pending)
-            self.dropped["shutdown"] = self.dropped.get("shutdown", 0) + left
-            self._queue.clear()
-            self._pending.clear()
+        self._queue.append((R.CONTROL, R.OP_GOODBYE, None))
+        self.flush(block=True, deadline=_monotonic() + timeout)
         self.channel.close()
-        return ok and sum(self.dropped.values()) == dropped_before
+        return sum(self.dropped.values()) == dropped_before
 
     def after_fork(self) -> None:
         """In a forked child: the parent's queued records are the parent's; counters and identity are new."""
         self._queue = collections.deque()
-        self._pending = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.dropped = {}
-        self._seq = 0
         self._last_tick = 0.0
         self.pid = os.getpid()
         self.instance_id = f"{self.root_instance_id}-{self.pid}"

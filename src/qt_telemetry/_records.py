@@ -32,6 +32,7 @@ S_STATUS, S_MESSAGE, S_ATTRS, S_EVENTS, S_LINKS, S_STATE, S_SCOPE = 10, 11, 12, 
 OP_SECRETS: Final = "secrets"  # payload: tuple of exact values to redact
 OP_FOREIGN_METRICS: Final = "foreign_metrics"  # payload: pickled MetricsData of other instrumentation
 OP_GOODBYE: Final = "goodbye"  # the producer is exiting: export its last state and forget it
+OP_DROPPED: Final = "dropped"  # payload: {reason: count} the producer dropped so far
 OP_FLUSH: Final = "flush"  # payload: seconds; sent with a pipe's write end the exporter answers on
 
 #: Datagram header: (VERSION, pid, service.instance.id, {drop reason: count}, sequence)

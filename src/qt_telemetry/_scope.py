@@ -16,13 +16,13 @@ from types import TracebackType
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util import types
 
 from qt_telemetry import semconv
+from qt_telemetry._context import attach_span, current_span, detach
 from qt_telemetry._records import SPAN, plain
 from qt_telemetry._safety import telemetry_error
 from qt_telemetry._state import STATE
@@ -35,10 +35,7 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _EMPTY_STATE = TraceState()
 _time_ns = time.time_ns
 _perf_ns = time.perf_counter_ns
-_get_current_span = trace.get_current_span
-_set_span_in_context = trace.set_span_in_context
-_attach = otel_context.attach
-_detach = otel_context.detach
+_get_current_span = current_span
 _STACK_LIMIT = 32
 
 
@@ -87,7 +84,7 @@ class SpanScope(trace.Span):
             self.engine = engine
             engine.begin(self, parent)
             if current:
-                self._token = _attach(_set_span_in_context(self.live or self))
+                self._token = attach_span(self.live or self)
         except Exception as exc:  # noqa: BLE001
             telemetry_error("span_start_failed", repr(exc))
         self._t0 = _perf_ns()
@@ -117,25 +114,19 @@ class SpanScope(trace.Span):
         finally:
             token, self._token = self._token, None
             if token is not None:
-                try:
-                    _detach(token)
-                except Exception:  # noqa: BLE001 - closed in another context than opened: nothing to restore
-                    pass
+                detach(token)
 
     def suspend(self) -> None:
         """Leave the context without ending (a generator yielding): the caller's code is not inside us."""
         token, self._token = self._token, None
         if token is not None:
-            try:
-                _detach(token)
-            except Exception:  # noqa: BLE001
-                pass
+            detach(token)
 
     def resume(self) -> None:
         """Become current again (the generator resumed)."""
         if not self.closed and self._token is None:
             try:
-                self._token = _attach(_set_span_in_context(self.live or self))
+                self._token = attach_span(self.live or self)
             except Exception as exc:  # noqa: BLE001
                 telemetry_error("span_start_failed", repr(exc))
 

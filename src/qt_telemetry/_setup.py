@@ -88,7 +88,6 @@ def init(
     metric_export_interval: float | None = None,
     shutdown_timeout: float | None = None,
     exporter_drain_timeout: float | None = None,
-    queue_size: int | None = None,
     metrics_host: str | None = None,
     metrics_port: int | None = None,
     console: bool | None = None,
@@ -210,7 +209,7 @@ def _install_records(settings: Settings, channel: Any, listen: socket.socket | N
         flush: Callable[[float], bool] = lambda _t: True  # noqa: E731
     else:
         root = instance or str(resource.attributes.get(SERVICE_INSTANCE_ID) or "") or None
-        outbox = Outbox(settings.queue_size, channel, tick=_gauge_tick,
+        outbox = Outbox(channel, tick=_gauge_tick,
                         tick_interval=min(settings.metric_export_interval_s / 2, 5.0), instance_id=root)
         if instance is not None:  # a spawned child: the parent's id, then ours
             outbox.instance_id = f"{instance}-{os.getpid()}"

@@ -138,15 +138,12 @@ class OrderCall(BlockScope):
 
     def finalize(self) -> None:
         self.extract()
-        self._source = None  # let go of the caller's objects
+        self._source = None  # let go of the caller's objects (the store may keep this scope until a fill)
         result, self._result = self._result, None
         if result is not None:
             order_id = _result_order_id(result)
             if order_id is not None:
                 self.attributes.setdefault(semconv.ORDER_ID, order_id)
-        if self.stored is not None and self.stored.carried is None:
-            self.stored.carried = self.carried_attributes()
-            self.stored.order = None
 
 
 _OPERATIONS = {"place": semconv.SPAN_ORDER, "cancel": semconv.SPAN_ORDER_CANCEL, "query": semconv.SPAN_ORDER_QUERY}
@@ -259,9 +256,10 @@ def _read_result(scope: SpanScope, result: Any) -> None:
 def _result_order_id(result: Any) -> Any:
     if result is None:
         return None
+    is_mapping = result.__class__ is dict or isinstance(result, Mapping)
     for key in _RESULT_ORDER_ID:
         try:
-            if isinstance(result, Mapping):
+            if is_mapping:
                 value = result.get(key)
             else:
                 value = getattr(result, key, None)
