@@ -195,11 +195,11 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
     Setting("service_name", ("QT_TELEMETRY_SERVICE_NAME", "OTEL_SERVICE_NAME"), None, _text,
             "service name (the Prometheus `service_name` label)"),
     Setting("endpoint", ("QT_TELEMETRY_ENDPOINT",), None, _text,
-            "base OTLP endpoint; else `OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_ENDPOINT`; default `http://localhost:4318` "
-            "(HTTP) or `:4317` (gRPC)"),
+            "base OTLP endpoint; else `OTEL_EXPORTER_OTLP_ENDPOINT` (and its `_TRACES_`/`_METRICS_` forms); default "
+            "`http://localhost:4318` (HTTP) or `:4317` (gRPC)"),
     Setting("protocol", ("QT_TELEMETRY_PROTOCOL",), None, _choice("grpc", "http/protobuf"),
-            "`http/protobuf` (default) or `grpc`; else `OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_PROTOCOL`"),
-    Setting("headers", (), None, _headers, "OTLP headers; else `OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_HEADERS`"),
+            "`http/protobuf` (default) or `grpc`; else `OTEL_EXPORTER_OTLP_PROTOCOL` (and per signal)"),
+    Setting("headers", (), None, _headers, "OTLP headers; else `OTEL_EXPORTER_OTLP_HEADERS` (and per signal)"),
     Setting("resource_attributes", (), None, _mapping, "resource attributes, merged over `OTEL_RESOURCE_ATTRIBUTES`"),
     Setting("metric_export_interval", ("QT_TELEMETRY_METRIC_EXPORT_INTERVAL", "OTEL_METRIC_EXPORT_INTERVAL"), 10.0,
             _number(0.0, 86_400.0, low_open=True), "metric export interval: seconds (argument) or ms (variables)",

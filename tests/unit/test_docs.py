@@ -27,3 +27,11 @@ def test_readme_gives_two_setup_commands_and_ci_runs_the_test_one() -> None:
     assert commands == ['python3 -m pip install -e ".[cli]" && python3 -m qt_telemetry demo', "bash scripts/test.sh"]
     ci = (REPO / ".ci" / "run").read_text()
     assert "bash scripts/test.sh" in ci
+
+
+def test_readme_settings_table_is_generated_from_the_settings_table() -> None:
+    from qt_telemetry._config import settings_table
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("<!-- settings-table:start -->\n")[1].split("<!-- settings-table:end -->")[0]
+    assert section == settings_table(), "README settings table is stale: regenerate it from qt_telemetry._config"

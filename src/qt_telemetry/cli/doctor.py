@@ -24,6 +24,7 @@ from typing import Any
 from qt_telemetry import semconv
 
 _LATENCY = semconv.ORDER_LATENCY.prometheus + "_bucket"
+_NATIVE = semconv.ORDER_LATENCY.prometheus
 _ORDERS = semconv.ORDER_LATENCY.prometheus + "_count"
 
 
@@ -64,6 +65,7 @@ class Doctor:
         self.results: list[Check] = []
         self.trace_id = ""
         self.exemplar_label = ""
+        self.latency_series = _LATENCY
 
     # --- plumbing -----------------------------------------------------------------------------------
     def record(self, name: str, ok: bool, detail: str) -> bool:
@@ -129,7 +131,8 @@ class Doctor:
                 place_order("DOCTOR", "buy", 1)
         self.trace_id = flow.trace_id
         time.sleep(1.2)  # a second cumulative export of the same counter
-        flushed = qt.shutdown()
+        flushed = qt.force_flush(10.0)  # True only once the collector took it
+        qt.shutdown()
         if not flushed:
             return self.record("synthetic traced order exported", False,
                                f"the collector did not accept the export within 10s; fix: check its logs "
@@ -180,6 +183,10 @@ class Doctor:
     def histogram_sane(self) -> bool:
         rows = self._prom("/api/v1/query", query=f'{_LATENCY}{{service_name="{self.service}"}}')["result"]
         bounds = sorted(float(r["metric"]["le"]) for r in rows if r["metric"]["le"] != "+Inf")
+        native = self._prom("/api/v1/query", query=f'{_NATIVE}{{service_name="{self.service}"}}')["result"]
+        if not bounds and any("histogram" in r for r in native):
+            self.latency_series = _NATIVE  # QT_TELEMETRY_NATIVE_HISTOGRAMS: one series, exponential buckets
+            return self.record("histogram unit and buckets", True, f"seconds, a native histogram ({_NATIVE})")
         if not bounds:
             return self.record("histogram unit and buckets", False,
                                f"no {_LATENCY} series: the latency histogram is missing or not in seconds")
@@ -207,7 +214,8 @@ class Doctor:
 
     def exemplar_present(self) -> bool:
         def find() -> list[dict[str, Any]]:
-            series = self._prom("/api/v1/query_exemplars", query=f'{_LATENCY}{{service_name="{self.service}"}}',
+            series = self._prom("/api/v1/query_exemplars",
+                                query=f'{self.latency_series}{{service_name="{self.service}"}}',
                                 start=f"{time.time() - 600:.0f}", end=f"{time.time() + 60:.0f}")
             return [e for s in series for e in s["exemplars"]]
 

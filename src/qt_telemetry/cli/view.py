@@ -62,7 +62,9 @@ def run_demo(args: argparse.Namespace) -> int:
             final = demo.run(duration=args.duration, rate=args.rate, seed=args.seed, symbols=symbols,
                              loss_limit=args.loss_limit, ticks=args.ticks, on_tick=on_tick)
     finally:
-        flushed = qt.shutdown()
+        # A demo is not a trading loop: wait for the collector's answer, so "flushed" means it has everything.
+        flushed = qt.force_flush(10.0)
+        flushed = qt.shutdown() and flushed
     print(_line(final), flush=True)
     print(f"done: {'all telemetry flushed' if flushed else 'some telemetry could not be exported'}; "
           f"last trade trace {final['trace_id']}", flush=True)
