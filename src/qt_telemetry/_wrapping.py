@@ -8,6 +8,7 @@ Before ``init()`` the wrapper costs one attribute read and calls straight throug
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
@@ -102,10 +103,7 @@ def traced(fn: Any, make: ScopeFactory, done: ResultHook | None = None) -> Any:
 
         return async_generator_wrapper(fn)
 
-    @wrapt.decorator
-    def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if STATE.engine is None and _trace._TRACER_PROVIDER is None and not _state.JOIN_PENDING:
-            return wrapped(*args, **kwargs)  # before init(): _state.idle(), inlined
+    def traced_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         scope = start(instance, args, kwargs)
         if scope is None:
             return wrapped(*args, **kwargs)
@@ -116,6 +114,24 @@ def traced(fn: Any, make: ScopeFactory, done: ResultHook | None = None) -> Any:
             raise
         finish(scope, result)
         return result
+
+    if inspect.isfunction(fn):
+        # A plain function (or a method defined in a class body: it binds like any function, ``self`` stays in
+        # ``args`` and the argument reader counts it) needs no proxy: a closure is half the cost of wrapt's, which
+        # matters before init(), where the wrapper is all a call pays.
+        @functools.wraps(fn)
+        def function_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if STATE.engine is None and _trace._TRACER_PROVIDER is None and not _state.JOIN_PENDING:
+                return fn(*args, **kwargs)  # before init(): _state.idle(), inlined
+            return traced_call(fn, None, args, kwargs)
+
+        return function_wrapper
+
+    @wrapt.decorator
+    def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if STATE.engine is None and _trace._TRACER_PROVIDER is None and not _state.JOIN_PENDING:
+            return wrapped(*args, **kwargs)  # before init(): _state.idle(), inlined
+        return traced_call(wrapped, instance, args, kwargs)
 
     return sync_wrapper(fn)
 
