@@ -219,7 +219,8 @@ class Converter:
         self.keep_bound = int(trace_keep_ratio * (1 << 56))
         self.base_resource = base_resource
         self._meters = meters
-        self._instruments: dict[int, Instruments] = {}
+        #: Keyed by the provider itself, never ``id()``: a retired provider's id is reused by the next one.
+        self._instruments: dict[Any, Instruments] = {}
         self._spans = spans
         self.remote = remote
         self.producers: dict[int, ProducerState] = {}
@@ -235,15 +236,19 @@ class Converter:
             return state
         resource = self.base_resource.merge(Resource({"service.instance.id": instance_id, "process.pid": pid}))
         provider = self._meters(resource)
-        instruments = self._instruments.get(id(provider))
+        instruments = self._instruments.get(provider)
         if instruments is None:
-            instruments = self._instruments[id(provider)] = Instruments(
+            instruments = self._instruments[provider] = Instruments(
                 provider.get_meter(SCOPE.name, SCOPE.version))
         state = self.producers[pid] = ProducerState(self, pid, instance_id, resource, instruments)
         return state
 
-    def forget(self, state: ProducerState) -> None:
-        self.producers.pop(state.pid, None)
+    def forget(self, state: ProducerState, provider: Any = None) -> None:
+        """Drop a retired process (and its own meter provider, once that has made its final export)."""
+        if provider is not None:
+            self._instruments.pop(provider, None)
+        if self.producers.get(state.pid) is state:
+            self.producers.pop(state.pid, None)
         if state in state.instruments.producers:
             state.instruments.producers.remove(state)
 

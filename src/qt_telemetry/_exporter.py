@@ -195,7 +195,7 @@ class Exporter:
                 _log.warning("final export for process %s failed: %r", producer.pid, exc)
             finally:
                 with self.converter.lock:
-                    self.converter.forget(producer)
+                    self.converter.forget(producer, provider)
                 self._retiring.task_done()
 
     def _wait_retired(self, deadline: float) -> None:
