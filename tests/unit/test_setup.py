@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 import socket
 from typing import Any
 import time
@@ -255,3 +259,24 @@ def test_instruments_follow_the_provider_installed_after_import() -> None:
     points = [p for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
               for m in sm.metrics if m.name == semconv.ORDER_LATENCY.name for p in m.data.data_points]
     assert [p.count for p in points] == [1]
+
+
+_FREEZE_PROBE = """
+import gc, json, qt_telemetry as qt
+before = gc.get_freeze_count()
+qt.init(mode="otlp", endpoint="http://127.0.0.1:9", service_name="gc-probe")
+print(json.dumps([before, gc.get_freeze_count()]))
+qt.shutdown()
+"""
+
+
+@pytest.mark.parametrize(("setting", "frozen"), [(None, True), ("false", False)])
+def test_init_freezes_the_start_up_objects_so_full_collections_skip_them(setting: str | None, frozen: bool) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QT_TELEMETRY"))}
+    if setting is not None:
+        env["QT_TELEMETRY_GC_FREEZE"] = setting
+    out = subprocess.run([sys.executable, "-c", _FREEZE_PROBE], env=env, capture_output=True, text=True,
+                         timeout=60, check=True)
+    before, after = json.loads(out.stdout.splitlines()[-1])
+    assert before == 0
+    assert (after > 1000) is frozen  # the imports alone are tens of thousands of objects
