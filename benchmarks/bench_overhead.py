@@ -60,7 +60,7 @@ class Sink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - what the bots ask: how much arrived, how much was dropped
+            def do_GET(self) -> None:
                 with sink.lock:
                     body = json.dumps({"spans": sink.spans, "dropped": sum(sink.dropped.values())}).encode()
                 self.send_response(200)
@@ -68,7 +68,7 @@ class Sink:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path == "/v1/traces":
                     req = trace_service_pb2.ExportTraceServiceRequest()
@@ -337,7 +337,7 @@ def paired_jitter(place: Callable[..., Any], seconds: float) -> dict[str, dict[s
 
 def _quantiles(late: list[float]) -> dict[str, float]:
     late = sorted(late)
-    q = lambda p: late[min(len(late) - 1, int(p * len(late)))]  # noqa: E731
+    q = lambda p: late[min(len(late) - 1, int(p * len(late)))]
     return {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": late[-1]}
 
 

@@ -23,7 +23,6 @@ import collections
 import gc
 import json
 import marshal
-import os
 import random
 import socket
 import statistics
@@ -208,7 +207,7 @@ def jitter(place: Any, seconds: float, rate: int = 2000) -> dict[str, float]:
         place("BTCUSDT", "buy", 0.5)
         late.append((time.perf_counter_ns() - due) / 1e6)
     late.sort()
-    q = lambda p: late[min(len(late) - 1, int(p * len(late)))]  # noqa: E731
+    q = lambda p: late[min(len(late) - 1, int(p * len(late)))]
     return {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": late[-1]}
 
 

@@ -61,6 +61,6 @@ __all__ = [
     "semconv",
     "set_risk_gauges",
     "shutdown",
-    "trade_flow",
     "traced_order",
+    "trade_flow",
 ]

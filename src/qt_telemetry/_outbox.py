@@ -64,7 +64,7 @@ class Outbox:
         self._last_tick = 0.0
         self._thread: threading.Thread | None = None
         #: Records a new exporter must get before anything else (the secrets it has to redact).
-        self.first_after_restart: Callable[[], list[tuple[Any, ...]]] = lambda: []
+        self.first_after_restart: Callable[[], list[tuple[Any, ...]]] = list
 
     # --- the trading thread's side --------------------------------------------------------------------
     def put(self, item: Any) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from types import TracebackType
 from collections.abc import Mapping
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace

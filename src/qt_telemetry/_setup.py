@@ -206,8 +206,8 @@ def _install_records(settings: Settings, channel: Any, listen: socket.socket | N
     if channel is None:  # mode "none": instrument, export nothing
         engine = RecordEngine(sampler)
         engine.name = "none"
-        close: Callable[[float], bool] = lambda _t: True  # noqa: E731
-        flush: Callable[[float], bool] = lambda _t: True  # noqa: E731
+        close: Callable[[float], bool] = lambda _t: True
+        flush: Callable[[float], bool] = lambda _t: True
     else:
         root = instance or str(resource.attributes.get(SERVICE_INSTANCE_ID) or "") or None
         outbox = Outbox(channel, tick=_gauge_tick,
@@ -287,8 +287,8 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
         if settings.mode == "local":
             listen = _metrics_socket(settings)
             pipeline = Pipeline(settings, remote=False, listen_socket=listen, span_exporters=[])
-            created_mp = pipeline._meter_provider(resource)  # noqa: SLF001 - the local /metrics server
-            stop_server = pipeline._stop_server  # noqa: SLF001
+            created_mp = pipeline._meter_provider(resource)
+            stop_server = pipeline._stop_server
             if all_readers:
                 _log.warning("qt-telemetry: metric_readers are ignored in local mode")
         else:

@@ -16,9 +16,9 @@ from typing import Any
 import wrapt
 from opentelemetry import trace as _trace
 
+from qt_telemetry import _state
 from qt_telemetry._safety import telemetry_error
 from qt_telemetry._scope import SpanScope
-from qt_telemetry import _state
 from qt_telemetry._state import STATE
 
 #: ``make(engine, instance, args, kwargs)`` -> an unopened scope for this call.

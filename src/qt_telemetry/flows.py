@@ -167,7 +167,7 @@ class _IdleFlow(TradeFlow):
     def __enter__(self) -> Any:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None
 
     def signal(self, **attributes: Any) -> Any:

@@ -14,10 +14,9 @@ from qt_telemetry._config import checked_name
 from qt_telemetry._gauges import GaugeValue
 from qt_telemetry._records import finite, text
 from qt_telemetry._safety import telemetry_error
-from qt_telemetry._scope import SpanScope
+from qt_telemetry._scope import BlockScope, SpanScope
 from qt_telemetry._state import STATE
 from qt_telemetry._wrapping import traced
-from qt_telemetry._scope import BlockScope
 from qt_telemetry.flows import clean_attributes, current_flow
 
 P = ParamSpec("P")
@@ -86,7 +85,7 @@ class _RiskRule:
         self._open.set((*self._open.get(), check))
         return check.__enter__()  # type: ignore[no-any-return]
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: Any) -> None:  # noqa: PYI036 - passed through to the check as given
         stack = self._open.get()
         if not stack:
             return
@@ -96,7 +95,7 @@ class _RiskRule:
     async def __aenter__(self) -> RiskCheck:
         return self.__enter__()
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: Any) -> None:  # noqa: PYI036
         self.__exit__(*exc)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:

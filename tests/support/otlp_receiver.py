@@ -73,7 +73,7 @@ class OtlpHttpReceiver(_Store):
         store = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     import gzip
@@ -123,14 +123,14 @@ class OtlpGrpcReceiver(_Store):
         store = self
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 with store.lock:
                     store.trace_requests.append(request)
                     store.headers.append(dict(context.invocation_metadata()))
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 with store.lock:
                     store.metric_requests.append(request)
                 return metrics_service_pb2.ExportMetricsServiceResponse()

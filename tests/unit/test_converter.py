@@ -4,6 +4,7 @@ meter provider, however many have come and gone before it."""
 from __future__ import annotations
 
 import gc
+
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource

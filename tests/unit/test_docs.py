@@ -22,7 +22,7 @@ def test_readme_metric_table_is_generated_from_semconv() -> None:
 def test_readme_gives_two_setup_commands_and_ci_runs_the_test_one() -> None:
     readme = (REPO / "README.md").read_text()
     quickstart = readme.split("## Quickstart")[1].split("##")[0]
-    commands = [line for line in re.findall(r"```bash\n(.*?)```", quickstart, re.S)[0].splitlines()
+    commands = [line for line in re.findall(r"```bash\n(.*?)```", quickstart, re.DOTALL)[0].splitlines()
                 if line and not line.startswith("#")]
     assert commands == ['python3 -m pip install -e ".[cli]" && python3 -m qt_telemetry demo', "bash scripts/test.sh"]
     ci = (REPO / ".ci" / "run").read_text()

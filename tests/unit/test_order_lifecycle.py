@@ -134,7 +134,6 @@ def test_many_racing_fills_from_many_threads_all_join_and_the_store_stays_bounde
     def place_racing(symbol, side, quantity, client_order_id=None):
         threading.Thread(target=qt.order_filled, args=(client_order_id,),
                          kwargs={"quantity": quantity, "price": 10.0}).start()
-        return None
 
     workers = [threading.Thread(target=lambda i=i: [place_racing("ETHUSDT", "buy", 1, client_order_id=f"m-{i}-{j}")
                                                     for j in range(50)]) for i in range(4)]

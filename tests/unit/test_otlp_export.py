@@ -50,7 +50,7 @@ def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def test_otel_variables_alone_configure_export_of_traces_and_metrics(receiver) -> None:  # noqa: ANN001
+def test_otel_variables_alone_configure_export_of_traces_and_metrics(receiver) -> None:
     _run(BOT, {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": receiver.protocol,
@@ -167,8 +167,9 @@ def test_a_signal_from_one_process_and_its_execution_in_another_are_one_trace() 
 
 
 def test_extract_of_missing_or_malformed_headers_starts_a_new_trace() -> None:
-    import qt_telemetry as qt
     from opentelemetry import trace
+
+    import qt_telemetry as qt
 
     for carrier in (None, {}, {"traceparent": "garbage"}, {b"traceparent": b"00-zz-zz-01"}):
         ctx = qt.extract(carrier)

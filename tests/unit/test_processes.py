@@ -112,12 +112,12 @@ def receiver() -> Any:
     r.close()
 
 
-def test_a_hundred_forks_after_init_under_load_never_deadlock_and_export_exactly_once(receiver) -> None:  # noqa: ANN001
+def test_a_hundred_forks_after_init_under_load_never_deadlock_and_export_exactly_once(receiver) -> None:
     report = _run_bot(receiver, "--children", "100", "--orders", "3")
     _check(receiver, report, orders=3)
 
 
 @pytest.mark.parametrize("mode", ["mp-fork", "mp-spawn"])
-def test_multiprocessing_children_export_without_calling_shutdown(receiver, mode: str) -> None:  # noqa: ANN001
+def test_multiprocessing_children_export_without_calling_shutdown(receiver, mode: str) -> None:
     report = _run_bot(receiver, "--mode", mode, "--children", "4", "--orders", "5")
     _check(receiver, report, orders=5)

@@ -130,10 +130,9 @@ def test_pybreaker_listener_follows_a_real_breaker(cap: Capture) -> None:
 # --- risk checks ---------------------------------------------------------------------------------------
 
 def test_rejected_check_is_a_child_of_entry_with_reason_event_and_counter(cap: Capture) -> None:
-    with qt.trade_flow(symbol="BTCUSDT", strategy="momo") as flow:
-        with flow.entry():
-            with qt.risk_check("max_position") as check:
-                check.reject("limit_exceeded", value=4, limit=3)
+    with qt.trade_flow(symbol="BTCUSDT", strategy="momo") as flow, flow.entry():
+        with qt.risk_check("max_position") as check:
+            check.reject("limit_exceeded", value=4, limit=3)
 
     entry = cap.span(semconv.SPAN_ENTRY)
     span = cap.span(semconv.SPAN_RISK_CHECK)

@@ -81,9 +81,8 @@ def test_none_and_weird_values_everywhere_never_raise(cap: Capture) -> None:
     with qt.trade_flow(symbol=None, strategy=None, trade_id=object()) as flow:
         with flow.signal(confidence=float("nan"), direction=None, reference_price="n/a"):
             pass
-        with flow.entry(**{"": 1, "ok": [1, 2]}):
-            with qt.risk_check("max_position") as check:
-                check.reject(None, value="lots", limit=float("inf"))
+        with flow.entry(**{"": 1, "ok": [1, 2]}), qt.risk_check("max_position") as check:
+            check.reject(None, value="lots", limit=float("inf"))
     qt.record_kill_switch(True, name=None, reason=None)  # type: ignore[arg-type]
     qt.set_risk_gauges(open_positions="three")
     assert cap.span(semconv.SPAN_TRADE).attributes[semconv.SYMBOL] == "unknown"

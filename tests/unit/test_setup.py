@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
-import socket
-from typing import Any
 import time
 import urllib.request
+from typing import Any
 
 import pybreaker
 import pytest
@@ -237,7 +237,7 @@ def test_local_mode_port_in_use_is_a_configuration_error() -> None:
             qt.init(mode="local", metrics_port=busy.getsockname()[1])
 
 
-def test_console_summary_prints_one_line_per_trade_with_stages_and_trace_id(cap) -> None:  # noqa: ANN001
+def test_console_summary_prints_one_line_per_trade_with_stages_and_trace_id(cap) -> None:
     with qt.trade_flow(symbol="BTCUSDT", strategy="momo") as flow:
         with flow.signal():
             pass

@@ -132,7 +132,7 @@ def test_routing_pages_critical_notifies_warning_and_only_shows_info() -> None:
 
 def test_no_webhook_url_is_written_in_the_alertmanager_config() -> None:
     text = (REPO / "alertmanager" / "alertmanager.yml").read_text()
-    assert not re.search(r"^\s*-?\s*url:\s", text, re.M) and "http" not in text.split("receivers:")[1]
+    assert not re.search(r"^\s*-?\s*url:\s", text, re.MULTILINE) and "http" not in text.split("receivers:")[1]
     assert text.count("url_file: /run/secrets/") == 2
 
 

@@ -56,9 +56,8 @@ def test_four_stages_are_children_of_the_trade_root_and_the_order_of_execution(c
 
 
 def test_stage_and_trade_durations_are_recorded_with_exemplars(cap: Capture) -> None:
-    with qt.trade_flow(symbol="ETHUSDT", strategy="meanrev") as flow:
-        with flow.signal():
-            pass
+    with qt.trade_flow(symbol="ETHUSDT", strategy="meanrev") as flow, flow.signal():
+        pass
     root = cap.span(semconv.SPAN_TRADE)
     stage_point = cap.point(semconv.STAGE_DURATION.name, stage="signal")
     assert dict(stage_point.attributes) == {"strategy": "meanrev", "symbol": "ETHUSDT", "stage": "signal",
@@ -70,10 +69,8 @@ def test_stage_and_trade_durations_are_recorded_with_exemplars(cap: Capture) -> 
 
 
 def test_an_exception_in_a_stage_marks_stage_and_trade_as_error_and_propagates(cap: Capture) -> None:
-    with pytest.raises(ZeroDivisionError):
-        with qt.trade_flow(symbol="BTCUSDT", strategy="s") as flow:
-            with flow.execution():
-                1 / 0  # noqa: B018
+    with pytest.raises(ZeroDivisionError), qt.trade_flow(symbol="BTCUSDT", strategy="s") as flow, flow.execution():
+        1 / 0  # noqa: B018
     spans = _by_name(cap)
     assert spans[semconv.SPAN_EXECUTION].status.status_code is StatusCode.ERROR
     assert spans[semconv.SPAN_TRADE].status.status_code is StatusCode.ERROR
@@ -82,9 +79,8 @@ def test_an_exception_in_a_stage_marks_stage_and_trade_as_error_and_propagates(c
 
 
 def test_rejected_trade_reports_rejected_outcome(cap: Capture) -> None:
-    with qt.trade_flow(symbol="BTCUSDT", strategy="s") as flow:
-        with flow.entry():
-            flow.reject("max_positions")
+    with qt.trade_flow(symbol="BTCUSDT", strategy="s") as flow, flow.entry():
+        flow.reject("max_positions")
     root = cap.span(semconv.SPAN_TRADE)
     assert root.attributes[semconv.OUTCOME] == "rejected"
     assert root.attributes[semconv.REASON] == "max_positions"
@@ -106,10 +102,9 @@ def test_async_flow_and_async_order_keep_parentage(cap: Capture) -> None:
 
 def test_concurrent_async_flows_do_not_mix_traces(cap: Capture) -> None:
     async def trade(symbol: str) -> None:
-        async with qt.trade_flow(symbol=symbol, strategy="c") as flow:
-            async with flow.execution():
-                await asyncio.sleep(0.01)
-                await aplace(symbol, "buy", 1)
+        async with qt.trade_flow(symbol=symbol, strategy="c") as flow, flow.execution():
+            await asyncio.sleep(0.01)
+            await aplace(symbol, "buy", 1)
 
     async def main() -> None:
         await asyncio.gather(trade("A"), trade("B"), trade("C"))

@@ -284,13 +284,12 @@ class DemoBot:
     def _close(self, symbol: str) -> None:
         position = self.positions.pop(symbol)
         with qt.trade_flow(symbol=symbol, strategy="momentum", trade_id=f"X{self.tick}",
-                           parent=position.trace_context) as flow:
-            with flow.exit(reason="time_stop"):
-                exit_price = self.prices[symbol]
-                pnl = position.quantity * (exit_price - position.entry)
-                pnl -= 2 * FEE_BPS / 10_000 * abs(position.quantity) * exit_price
-                self.stats.pnl += pnl
-                self.stats.pnl_used = qt.daily_pnl_used(self.stats.pnl, self.loss_limit) or 0.0
+                           parent=position.trace_context) as flow, flow.exit(reason="time_stop"):
+            exit_price = self.prices[symbol]
+            pnl = position.quantity * (exit_price - position.entry)
+            pnl -= 2 * FEE_BPS / 10_000 * abs(position.quantity) * exit_price
+            self.stats.pnl += pnl
+            self.stats.pnl_used = qt.daily_pnl_used(self.stats.pnl, self.loss_limit) or 0.0
         if self.stats.pnl_used >= 1.0 and not self.kill_switch.active:
             self.kill_switch.activate(reason="daily_loss_limit", actor="risk-engine")
             self.halted_at = self.tick

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-
 from tests.e2e.fleet.harness import Fleet, finish_bot, start_bot
 from tests.e2e.stack import wait_until
 

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from tests.e2e.stack import Server, flatten_trace, http_json, http_ok, wait_until
 from tests.support.servers import REPO, binary
 

@@ -12,7 +12,6 @@ from collections import Counter
 from typing import Any
 
 import yaml
-
 from tests.e2e.fleet.conftest import BOTS, KEEP_RATIO
 from tests.e2e.fleet.harness import GATEWAYS, Fleet, spans_by_id
 from tests.e2e.stack import wait_until

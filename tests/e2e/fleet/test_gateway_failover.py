@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from tests.e2e.fleet.conftest import DECISION_WAIT_S, SLOW_S, fetch_traces, started_fleet, wait_for_pipeline_to_drain
 from tests.e2e.fleet.harness import Fleet, finish_bot, spans_by_id, start_bot
 from tests.e2e.stack import wait_until

@@ -8,9 +8,10 @@ repeats; benchmarks/bench_histograms.py prints the same table.
 
 from __future__ import annotations
 
-from qt_telemetry.semconv import LATENCY_BUCKETS_S
 from tests.e2e.fleet.harness import Fleet
 from tests.e2e.fleet.histograms import QUANTILES, measure, table
+
+from qt_telemetry.semconv import LATENCY_BUCKETS_S
 
 SAMPLES = 100_000
 #: The slow mode's median: p99 and p99.9 then fall inside the explicit 0.1-0.25 s and 0.25-0.5 s buckets.
