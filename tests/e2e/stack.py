@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from tests.support import polling
 from tests.support.servers import REPO, binary
 
 
@@ -34,18 +35,8 @@ def free_port() -> int:
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - a server still starting up refuses connections
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """:func:`tests.support.polling.wait_until`, polling servers four times a second."""
+    return polling.wait_until(check, timeout, what, interval)
 
 
 def http_json(url: str, data: Any = None, timeout: float = 10) -> Any:
