@@ -35,6 +35,7 @@ from opentelemetry.trace import (
 
 from qt_telemetry import _records as R
 from qt_telemetry import semconv
+from qt_telemetry._gauges import current_number
 from qt_telemetry._redaction import Redactor
 from qt_telemetry._version import __version__
 
@@ -141,7 +142,7 @@ class ProducerState:
     # --- metrics ----------------------------------------------------------------------------------------
     def measure(self, spec: semconv.MetricSpec, value: Any, attributes: Mapping[str, Any],
                 context: Context | None = _NO_EXEMPLAR) -> None:
-        number = _finite(value)
+        number = R.finite(value)
         if number is None:
             self.error("bad_measurement")
             return
@@ -197,19 +198,9 @@ class ProducerState:
             return [Observation(self.last_seen if self.converter.remote else time.time())]
         out = []
         for key, value in list(self.gauges.get(spec.name, {}).items()):
-            if callable(value):  # in-process engines keep the user's callbacks
-                try:
-                    value = value()
-                except Exception as exc:  # noqa: BLE001 - a user callback must not break the export
-                    self.error("gauge_callback_failed")
-                    _log.debug("gauge callback for %s failed: %r", spec.name, exc)
-                    continue
-                if value is None:
-                    self.error("gauge_callback_none")
-                    continue
-            number = _finite(value)
+            number, problem = current_number(value)  # in-process engines keep the user's callbacks
             if number is None:
-                self.error("gauge_bad_value")
+                self.error(problem or "gauge_bad_value")
                 continue
             out.append(Observation(number, self.label_set(spec, dict(key))))
         return out
@@ -412,9 +403,3 @@ def _utf8(text: str) -> str:
 def _exemplar_context(trace_id: int, span_id: int, keep: bool) -> Context:
     span = NonRecordingSpan(SpanContext(trace_id, span_id, False, _SAMPLED if keep else _UNSAMPLED))
     return trace.set_span_in_context(span, _NO_EXEMPLAR)
-
-
-def _finite(value: Any) -> float | None:
-    if value.__class__ is float:
-        return value if math.isfinite(value) else None
-    return R.finite(value)

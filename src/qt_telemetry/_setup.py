@@ -44,6 +44,7 @@ from qt_telemetry._engines import (
     error_counter,
     release_exporters,
 )
+from qt_telemetry._gauges import current_number
 from qt_telemetry._outbox import Outbox
 from qt_telemetry._pipeline import Pipeline, base_resource, otlp_metric_exporter, otlp_span_exporter, views
 from qt_telemetry._records import GAUGE, finite
@@ -394,24 +395,14 @@ def sdk_engine_for_installed_providers(settings: Settings | None = None) -> SdkE
 # --- pieces ---------------------------------------------------------------------------------------------
 
 def _gauge_tick() -> list[tuple[Any, ...]]:
-    """The pump's periodic snapshot of the board: callbacks evaluated here, off the trading thread."""
+    """The janitor's periodic snapshot of the board: callbacks evaluated there, off the trading thread."""
     out = []
     for name, key, value in STATE.board.all():
-        if callable(value):
-            try:
-                value = value()
-            except Exception:  # noqa: BLE001 - a user callback must not break the pump
-                _safety.telemetry_error("gauge_callback_failed")
-                continue
-            if value is None:
-                _safety.telemetry_error("gauge_callback_none")
-                continue
-            number = finite(value)
-            if number is None:
-                _safety.telemetry_error("gauge_bad_value")
-                continue
-            value = number
-        out.append((GAUGE, name, dict(key), value))
+        number, problem = current_number(value)
+        if number is None:
+            _safety.telemetry_error(problem or "gauge_bad_value")
+            continue
+        out.append((GAUGE, name, dict(key), number))
     return out
 
 
