@@ -116,8 +116,12 @@ def capture_telemetry(**settings: Any) -> Iterator[Capture]:
     cap = Capture()
     resolved = _config.resolve(environ={}, mode="none", **settings)
     meter_provider = MeterProvider(metric_readers=[cap.reader], views=views(resolved), shutdown_on_exit=False)
+
+    def sink(span: ReadableSpan) -> None:
+        cap.exporter.export([span])
+
     pipeline = Pipeline(resolved, remote=False, span_exporters=[], meters=lambda _resource: meter_provider,
-                        span_sink=lambda span: None if cap.exporter.export([span]) else None)
+                        span_sink=sink)
     engine = SyncEngine(HeadSampler(), pipeline)
     tracer_provider = TracerProvider(shutdown_on_exit=False)
     tracer_provider.add_span_processor(RecordingProcessor(engine._emit))  # other instrumentation, same path
