@@ -270,10 +270,10 @@ class Converter:
         name = _utf8(record[R.S_NAME])
         attributes = self.attributes(producer, record[R.S_ATTRS])
         sampled = record[R.S_SAMPLED]
-        trace_id, span_id = record[R.S_TRACE], record[R.S_SPAN]
+        trace_id, span_id = int.from_bytes(record[R.S_TRACE], "big"), int.from_bytes(record[R.S_SPAN], "big")
         is_ours = record[R.S_SCOPE] is None
         duration = record[R.S_END] - record[R.S_START]
-        keep = is_ours and self._keep(name, attributes, record, duration)
+        keep = is_ours and self._keep(name, attributes, record, trace_id, duration)
         if keep:
             attributes[semconv.SAMPLING_KEEP] = True
         exemplar = _exemplar_context(trace_id, span_id, sampled and keep)
@@ -309,15 +309,18 @@ class Converter:
         state = TraceState.from_header([record[R.S_STATE]]) if record[R.S_STATE] else None
         context = SpanContext(trace_id, span_id, False, flags, state)
         parent_id = record[R.S_PARENT]
-        parent = SpanContext(trace_id, parent_id, record[R.S_REMOTE], flags, state) if parent_id else None
-        links = [Link(SpanContext(t, s, False, flags)) for t, s in record[R.S_LINKS] or ()]
+        parent = SpanContext(trace_id, int.from_bytes(parent_id, "big"), record[R.S_REMOTE], flags, state) \
+            if parent_id else None
+        links = [Link(SpanContext(int.from_bytes(t, "big"), int.from_bytes(s, "big"), False, flags))
+                 for t, s in record[R.S_LINKS] or ()]
         self._spans(ReadableSpan(
             name, context, parent, producer.resource, attributes, events, links, SpanKind(record[R.S_KIND]),
             status=status, start_time=record[R.S_START], end_time=record[R.S_END],
             instrumentation_scope=self._scope(record[R.S_SCOPE])))
 
-    def _keep(self, name: str, attributes: Mapping[str, Any], record: tuple[Any, ...], duration: int) -> bool:
-        if (record[R.S_TRACE] & _RATIO_BITS) < self.keep_bound:
+    def _keep(self, name: str, attributes: Mapping[str, Any], record: tuple[Any, ...], trace_id: int,
+              duration: int) -> bool:
+        if (trace_id & _RATIO_BITS) < self.keep_bound:
             return True
         if record[R.S_STATUS] == StatusCode.ERROR.value or attributes.get(semconv.OUTCOME) in _KEEP_OUTCOMES:
             return True

@@ -172,9 +172,11 @@ class RecordingProcessor(SpanProcessor):
             scope = span.instrumentation_scope
             events = [(e.name, e.timestamp, clean_attributes(e.attributes or {}))
                       for e in span.events] or None
-            links = [(link.context.trace_id, link.context.span_id) for link in span.links] or None
-            self._emit((R.SPAN, span.name, span.kind.value, ctx.trace_id, ctx.span_id,
-                        parent.span_id if parent is not None else 0, bool(parent and parent.is_remote), True,
+            links = [(link.context.trace_id.to_bytes(16, "big"), link.context.span_id.to_bytes(8, "big"))
+                     for link in span.links] or None
+            self._emit((R.SPAN, span.name, span.kind.value, ctx.trace_id.to_bytes(16, "big"),
+                        ctx.span_id.to_bytes(8, "big"), parent.span_id.to_bytes(8, "big") if parent is not None else None,
+                        bool(parent and parent.is_remote), True,
                         span.start_time or 0, span.end_time or 0, span.status.status_code.value,
                         span.status.description, clean_attributes(span.attributes or {}),
                         events, links, ctx.trace_state.to_header() if ctx.trace_state else None,

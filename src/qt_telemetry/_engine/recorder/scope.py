@@ -141,9 +141,12 @@ class SpanScope(trace.Span):
         """This span as a SPAN record (see :mod:`qt_telemetry._engine.transport.records`); called once, after :meth:`close`."""
         self.finalize()
         state = self.trace_state
-        return (SPAN, self.name, self.kind.value, self.tid, self.sid, self.psid, self.parent_remote, self.sampled,
+        links = self.links
+        return (SPAN, self.name, self.kind.value, self.tid.to_bytes(16, "big"), self.sid.to_bytes(8, "big"),
+                self.psid.to_bytes(8, "big") if self.psid else None, self.parent_remote, self.sampled,
                 self.start_ns, self.end_ns, self.status_code, self.status_message, self.attributes, self.events,
-                self.links, state.to_header() if state else None, None)
+                [(t.to_bytes(16, "big"), s.to_bytes(8, "big")) for t, s in links] if links else None,
+                state.to_header() if state else None, None)
 
     def _failed(self, exc: BaseException) -> None:
         if is_cancellation(exc):

@@ -6,6 +6,9 @@ span yields is decided by the converter from the span's name and attributes, so 
 
     SPAN     (SPAN, name, kind, trace_id, span_id, parent_id, parent_remote, sampled, start_ns, end_ns,
               status_code, status_message, attributes, events, links, trace_state, scope)
+             ids are big-endian bytes (16 for a trace, 8 for a span, parent None for a root), as OTLP carries them;
+             events ((name, time_ns, attributes), ...) or None; links ((trace_id, span_id), ...) or None;
+             scope None for our own spans, else (name, version, schema_url) of the instrumentation
     METRICS  (METRICS, ((metric_name, value), ...), attributes)
     GAUGE    (GAUGE, metric_name, attributes, value)        value None removes the series
     CONTROL  (CONTROL, operation, payload)
