@@ -12,6 +12,9 @@ span yields is decided by the converter from the span's name and attributes, so 
     METRICS  (METRICS, ((metric_name, value), ...), attributes)
     GAUGE    (GAUGE, metric_name, attributes, value)        value None removes the series
     CONTROL  (CONTROL, operation, payload)
+    PREAGG   (PREAGG, metric_name, attributes, payload)   what records the producer could not hand over contributed:
+             payload is the sum (a counter) or the values as little-endian float64 bytes (a histogram), so counts
+             and distributions stay exact when span detail is shed
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ SPAN: Final = 1
 METRICS: Final = 2
 GAUGE: Final = 3
 CONTROL: Final = 4
+PREAGG: Final = 5
 
 # SPAN field positions
 S_NAME, S_KIND, S_TRACE, S_SPAN, S_PARENT, S_REMOTE, S_SAMPLED, S_START, S_END = 1, 2, 3, 4, 5, 6, 7, 8, 9
