@@ -32,8 +32,15 @@ BOT = textwrap.dedent(r"""
     qt.init()
 
     @qt.traced_order(venue="v")
-    def place(symbol, side, quantity, note=None):
+    def _place(symbol, side, quantity, note=None):
         return {"id": 1}
+
+    placed_total = 0
+
+    def place(*args, **kwargs):
+        global placed_total
+        placed_total += 1
+        return _place(*args, **kwargs)
 
     def channel():
         return STATE.engine.outbox.channel
@@ -68,11 +75,12 @@ BOT = textwrap.dedent(r"""
         op = cmd["cmd"]
         if op == "exporter":
             ch = channel()
-            reply(pid=exporter_pid(), address=getattr(ch, "address", None), bot=os.getpid())
+            reply(pid=exporter_pid(), address=getattr(ch, "address", None), bot=os.getpid(), placed=placed_total)
         elif op == "orders":
             for _ in range(cmd["n"]):
                 place(cmd.get("symbol", "S"), "buy", 1, note=cmd.get("note"))
-            qt.force_flush(5)
+            if cmd.get("flush", True):
+                qt.force_flush(5)
             reply(done=cmd["n"])
         elif op == "flood":
             reply(placed=flood(cmd["rate"], cmd["seconds"], cmd.get("symbol", "F")))
@@ -187,9 +195,16 @@ class Bot:
         return self.proc.stderr.read()[-3000:]
 
     def kill(self) -> None:
+        """Make sure the bot is gone and its pipes are closed (after ``finish`` this does nothing)."""
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
+        try:
+            self.proc.communicate(timeout=10)
+        except (ValueError, OSError, subprocess.TimeoutExpired):  # already read to EOF by finish()
+            pass
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -322,7 +337,7 @@ def kill(pid: int, sig: int = signal.SIGKILL) -> None:
 def wait_replaced(bot: Bot, old: int, timeout: float = 15.0) -> int:
     """The exporter pid the bot uses once it is no longer ``old`` (while the bot keeps trading)."""
     def new_pid() -> int | None:
-        bot.ask(cmd="orders", n=5, symbol="WHILE-REPLACING")
+        bot.ask(cmd="orders", n=5, symbol="WHILE-REPLACING", flush=False)
         pid = bot.exporter()["pid"]
         return pid if pid not in (None, old) and alive(pid) else None
 
