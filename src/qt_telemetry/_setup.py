@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -35,6 +36,7 @@ from qt_telemetry._engine.recorder.safety import telemetry_error
 from qt_telemetry._engine.recorder.sampling import HeadSampler
 from qt_telemetry._engine.recorder.state import INHERIT_VARIABLE, STATE
 from qt_telemetry._engine.resource import base_resource
+from qt_telemetry._engine.transport import family
 from qt_telemetry._engine.transport.channel import ProcessChannel, release_exporters
 from qt_telemetry._engine.transport.records import GAUGE
 from qt_telemetry._values import current_number, finite
@@ -171,21 +173,35 @@ def _install(settings: Settings, processors: list[SpanProcessor], readers: list[
         return _install_records(settings, None)
     listen = _metrics_socket(settings) if settings.mode == "local" else None
     try:
-        if settings.engine == "inline":
-            return _install_records(settings, _local_channel(settings, listen), listen)
-        try:
-            channel: Any = ProcessChannel(settings, listen)
-        except OSError as exc:  # no helper process possible here (frozen app, sandbox): same records, in-process
-            _log.warning("qt-telemetry: cannot start the exporter process (%r); exporting from a thread instead", exc)
-            channel = _local_channel(settings, listen)
-        installed = _install_records(settings, channel, listen)
-        if isinstance(channel, ProcessChannel) and channel.address:
-            _offer_to_spawned_children(settings, channel.address, installed.engine)
+        cannot: list[str] = []
+        channel = _channel(settings, listen, cannot)
+        installed = _install_records(settings, channel, listen, cannot=cannot)
+        if isinstance(channel, ProcessChannel):
+            _offer_to_spawned_children(channel, installed.engine)
         return installed
     except BaseException:
         if listen is not None:
             listen.close()
         raise
+
+
+def _channel(settings: Settings, listen: socket.socket | None, cannot: list[str]) -> Any:
+    """The best channel this process can have: the exporter process, else a converter thread here, else none
+    (record nothing). What could not be had is added to ``cannot`` (said once, on stderr, by the caller)."""
+    if settings.engine != "inline":
+        directory: str | None = None
+        try:
+            directory = family.create(os.getpid())
+            return ProcessChannel(directory, os.getpid(), settings=settings, metrics_socket=listen, start=True)
+        except OSError as exc:  # no helper process possible here (a pids limit, a frozen app, a sandbox)
+            cannot.append(f"cannot start the exporter process ({exc.strerror or exc!r})")
+            if directory is not None:
+                family.remove(directory)
+    try:
+        return _local_channel(settings, listen)
+    except RuntimeError as exc:  # can't start new thread: nothing can export from here
+        cannot.append(f"cannot start a converter thread ({exc}): telemetry records nothing")
+        return None
 
 
 def _local_channel(settings: Settings, listen: socket.socket | None) -> Any:
@@ -203,11 +219,12 @@ def _metric_reader_class() -> type:
 
 
 def _install_records(settings: Settings, channel: Any, listen: socket.socket | None = None,
-                     instance: str | None = None) -> Installed:
+                     instance: str | None = None, cannot: list[str] | None = None) -> Installed:
     resource = base_resource(settings)
     sampler = HeadSampler()
     engine: RecordEngine
-    if channel is None:  # mode "none": instrument, export nothing
+    cannot = cannot if cannot is not None else []
+    if channel is None:  # mode "none" (or nothing can export here): instrument, export nothing
         engine = RecordEngine(sampler)
         engine.name = "none"
         close: Callable[[float], bool] = lambda _t: True
@@ -222,7 +239,9 @@ def _install_records(settings: Settings, channel: Any, listen: socket.socket | N
         secrets = tuple(settings.secret_values)
         if secrets:
             engine.secrets(secrets)
-        outbox.start()
+        note = outbox.start()
+        if note:
+            cannot.append(f"cannot start a thread: {note}")
         if settings.gc_freeze:
             _freeze_startup_objects()
 
@@ -238,6 +257,8 @@ def _install_records(settings: Settings, channel: Any, listen: socket.socket | N
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     tracer_provider.add_span_processor(RecordingProcessor(engine._emit))
     trace.set_tracer_provider(tracer_provider)
+    if cannot:  # once, where an operator looks first: what this process could not have, and what it runs
+        print(f"qt-telemetry: {'; '.join(cannot)}; running the {engine.name} engine", file=sys.stderr, flush=True)
     return Installed(_info(settings, resource, _metrics_url(listen), True, engine.name), settings, engine, close,
                      flush)
 
@@ -346,16 +367,24 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
     return Installed(_info(settings, resource, _metrics_url(listen), owns, "sdk"), settings, engine, close, flush)
 
 
-def _offer_to_spawned_children(settings: Settings, address: str, engine: Engine) -> None:
-    shared = json.loads(settings.to_json())
-    shared["secret_values"] = []  # never in the environment; a child registers its own (e.g. ccxt keys)
-    instance = getattr(getattr(engine, "outbox", None), "root_instance_id", None)
-    os.environ[INHERIT_VARIABLE] = json.dumps({"address": address, "settings": shared, "instance": instance})
+def _offer_to_spawned_children(channel: ProcessChannel, engine: Engine) -> None:
+    """Where a multiprocessing "spawn" child finds the family's exporter: the directory, the root, the instance
+    and the few settings the trading side uses. Never a header, an endpoint or a resource attribute (any of them
+    can carry a secret, and every child process, a shell included, inherits the environment)."""
+    outbox = getattr(engine, "outbox", None)
+    settings = channel.settings
+    assert settings is not None
+    os.environ[INHERIT_VARIABLE] = json.dumps({
+        "family": channel.family, "root": channel.root_pid,
+        "instance": getattr(outbox, "root_instance_id", None),
+        "recorder": {"metric_export_interval": settings.metric_export_interval_s, "gc_freeze": settings.gc_freeze,
+                     "log_correlation": settings.log_correlation}})
 
 
 def join_parent() -> Engine | None:
-    """In a multiprocessing "spawn" child of an initialised process: export through the parent's exporter
-    (or, when it is gone, a new one of our own) with the parent's settings — no ``init()`` needed."""
+    """In a multiprocessing "spawn" child of an initialised process: export through the family's exporter — no
+    ``init()`` needed. The child never starts an exporter (it has none of the exporter's settings); if there is
+    none, a relative that has them starts the replacement and the child joins it."""
     raw = os.environ.get(INHERIT_VARIABLE)
     if not raw:
         return None
@@ -364,11 +393,8 @@ def join_parent() -> Engine | None:
             return STATE.engine
         try:
             inherited = json.loads(raw)
-            settings = Settings.from_json(json.dumps(inherited["settings"]))
-            try:
-                channel = ProcessChannel(settings, join=inherited["address"])
-            except OSError:
-                channel = ProcessChannel(settings)
+            settings = _config.resolve(mode="otlp", engine="process", **inherited["recorder"])
+            channel = ProcessChannel(str(inherited["family"]), int(inherited["root"]), settings=None)
             installed = _install_records(settings, channel, instance=inherited.get("instance"))
         except Exception as exc:  # noqa: BLE001 - telemetry must never break the child
             _log.warning("qt-telemetry: could not join the parent's exporter: %r", exc)

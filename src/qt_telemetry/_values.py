@@ -22,16 +22,27 @@ def plain(value: Any) -> Any:
     Never calls anything that a hostile object could make raise on the common types; anything else is
     converted under a guard. Strings are cut to :data:`MAX_STRING` characters.
     """
-    cls = value.__class__
+    cls = type(value)  # never value.__class__: an object may lie about (or refuse to tell) its class
     if cls is str:
         return value if len(value) <= MAX_STRING else value[:MAX_STRING]
-    if cls is int or cls is bool:
-        return value if -(2**63) <= value < 2**63 or cls is bool else float(value)
-    if cls is float:
+    if cls is int:
+        return value if -(2**63) <= value < 2**63 else _big(value)
+    if cls is float or cls is bool:
         return value
     if value is None:
         return None
     return _coerce(value)
+
+
+def _big(value: int) -> float | None:
+    """An integer beyond OTLP's int64: as a float while it is one, else dropped (``float(10**400)`` raises)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+_SCALARS = (str, int, float, bool)
 
 
 def _coerce(value: Any) -> Any:
@@ -50,23 +61,23 @@ def _coerce(value: Any) -> Any:
         if isinstance(value, Decimal):
             number = float(value)
             return number if math.isfinite(number) else None
-        if isinstance(value, list | tuple):
-            items = [plain(v) for v in value[:64]]
-            kinds = {type(v) for v in items if v is not None}
-            return tuple(v for v in items if v is not None) if len(kinds) == 1 else None
+        if isinstance(value, list | tuple):  # OTLP arrays: one scalar kind, no nesting
+            items = [item for item in map(plain, value[:64]) if type(item) in _SCALARS]
+            kinds = {type(item) for item in items}
+            return tuple(items) if len(kinds) == 1 else None
         text = str(value)
-        return plain(text) if text.__class__ is str else None
+        return plain(text) if type(text) is str else None
     except Exception:  # noqa: BLE001 - a hostile __str__/__float__ drops the value, never raises
         return None
 
 
 def finite(value: Any) -> float | None:
     """A finite float from a number-like value, or None. Never raises."""
-    cls = value.__class__
+    cls = type(value)
     if cls is float:
         return value if math.isfinite(value) else None
     if cls is int:
-        return float(value)
+        return _big(value)
     try:
         if isinstance(value, bool) or value is None or isinstance(value, str | bytes):
             number = float(value) if isinstance(value, str) else None
@@ -94,7 +105,7 @@ def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         for key, value in attributes.items():
-            if key.__class__ is not str or not key:
+            if type(key) is not str or not key:
                 continue
             clean = plain(value)
             if clean is not None:

@@ -43,7 +43,7 @@ class FeedMonitor:
         self._lock = threading.Lock()
 
     def _state(self, symbol: Any) -> _SymbolState:
-        state = self._symbols.get(symbol) if symbol.__class__ is str else None
+        state = self._symbols.get(symbol) if type(symbol) is str else None
         if state is not None:
             return state
         key = text(symbol) or semconv.UNKNOWN_VALUE

@@ -22,7 +22,7 @@ from qt_telemetry._engine.recorder.orderstore import OrderRecord, OrderStore
 from qt_telemetry._engine.recorder.safety import telemetry_error
 from qt_telemetry._engine.recorder.scope import BlockScope, SpanScope, link_to_current
 from qt_telemetry._engine.recorder.state import STATE
-from qt_telemetry._engine.recorder.wrapping import traced
+from qt_telemetry._engine.recorder.wrapping import inside_descriptor, traced
 from qt_telemetry._values import clean_attributes, finite, plain, text
 from qt_telemetry.flows import current_flow
 
@@ -200,6 +200,9 @@ def traced_order(
     static = _static_attributes(attributes)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        descriptor = inside_descriptor(fn, decorate)
+        if descriptor is not None:
+            return descriptor  # type: ignore[no-any-return]
         if not callable(fn):
             raise ConfigurationError(f"traced_order: {show(fn)} is not callable")
         reader = ArgumentReader(fn, ORDER_FIELDS)
@@ -249,21 +252,23 @@ def _read_result(scope: SpanScope, result: Any) -> None:
 
 
 def _result_order_id(result: Any) -> Any:
+    """The order id in what placement returned (a dict or an object), or None. Never raises: ``isinstance`` itself
+    asks a hostile object for its ``__class__``."""
     if result is None:
         return None
-    is_mapping = result.__class__ is dict or isinstance(result, Mapping)
-    for key in _RESULT_ORDER_ID:
-        try:
+    try:
+        is_mapping = type(result) is dict or isinstance(result, Mapping)
+        for key in _RESULT_ORDER_ID:
             if is_mapping:
                 value = result.get(key)
             else:
                 value = getattr(result, key, None)
                 if callable(value):
                     value = None
-        except Exception:  # noqa: BLE001 - a result whose __getattr__ raises is still the user's result
-            return None
-        if value is not None:
-            return plain(value)
+            if value is not None:
+                return plain(value)
+    except Exception:  # noqa: BLE001 - a result we cannot read is still the user's result
+        return None
     return None
 
 

@@ -14,7 +14,7 @@ from qt_telemetry._engine.recorder.gauges import GaugeValue
 from qt_telemetry._engine.recorder.safety import telemetry_error
 from qt_telemetry._engine.recorder.scope import BlockScope, SpanScope
 from qt_telemetry._engine.recorder.state import STATE
-from qt_telemetry._engine.recorder.wrapping import traced
+from qt_telemetry._engine.recorder.wrapping import inside_descriptor, traced
 from qt_telemetry._values import clean_attributes, finite, text
 from qt_telemetry.flows import current_flow
 
@@ -99,6 +99,9 @@ class _RiskRule:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a check function: False (or ``(False, reason)``) rejects, anything else passes."""
+        descriptor = inside_descriptor(fn, self)
+        if descriptor is not None:
+            return descriptor  # type: ignore[no-any-return]
         rule, attributes = self.rule, self.attributes
 
         def make(engine: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RiskCheck:

@@ -91,15 +91,15 @@ BOT = textwrap.dedent(r"""
                     place("CHILD-WARMUP", "buy", 1)  # the child's own connection exists from here
                     qt.force_flush(5)
                     sock = channel()._sock
-                    from qt_telemetry._engine.transport import records as R
-                    raw = eval(cmd["raw"], {"R": R, "os": os}) if cmd.get("raw") else []
+                    from qt_telemetry._engine.transport import records as R, wire as W
+                    raw = eval(cmd["raw"], {"R": R, "W": W, "os": os}) if cmd.get("raw") else []
                     for payload in [*(bytes.fromhex(p) for p in cmd.get("payloads", ())), *raw]:
                         try:
                             sock.send(payload)
                         except OSError:
                             pass
                     if cmd.get("records"):  # hostile content in the channel's own format, through the outbox
-                        for record in eval(cmd["records"], {"R": R, "os": os}):
+                        for record in eval(cmd["records"], {"R": R, "W": W, "os": os}):
                             STATE.engine.outbox.put(record)
                         STATE.engine.outbox.flush(block=True)
                     if cmd.get("connections"):  # more connections from this one process

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qt_telemetry._engine.transport import records as R
+from qt_telemetry._engine.transport import wire as W
 from tests.support.botproc import (
     Bot,
     alive,
@@ -46,10 +47,14 @@ def _span_record(symbol: str, name: str = "qt.order.place") -> tuple[object, ...
             {"symbol": symbol, "venue": "forged", "outcome": "ok"}, None, None, None, None)
 
 
+def encode(header: tuple[object, ...], records: list[tuple[object, ...]]) -> bytes:
+    return W.Encoder().batch(header, records)
+
+
 def reproducers() -> list[bytes]:
     """The issue's reproducers, in the old format and in the format of this tree, plus length-claim bombs."""
     me = os.getpid()
-    header = (R.VERSION, me, "forger", {})
+    header = (W.VERSION, me, "forger", {}, 0)
     return [
         marshal.dumps(((1, "x", "y", {}), [])),  # header pid is a str
         marshal.dumps(((1, 2**80, "y", {}), [])),  # pid beyond any C long
@@ -62,13 +67,13 @@ def reproducers() -> list[bytes]:
         b"\xdb\xff\xff\xff\xff",  # str32
         b"\xc6\xff\xff\xff\xff",  # bin32
         b"\x91" * 200_000 + b"\xc0",  # nested 200,000 deep
-        msgpack.packb(((R.VERSION, "x", "y", {}), [])),
-        msgpack.packb(((R.VERSION, 2**63, "y", {}), [])),
+        msgpack.packb(((W.VERSION, "x", "y", {}, 0), [])),
+        msgpack.packb(((W.VERSION, 2**63, "y", {}, 0), [])),
         msgpack.packb([[1, 2, 3]] * 1000),
         b"",
-        *[R.encode((R.VERSION, me, f"fake-{k}", {}), []) for k in range(400)],  # 400 made-up producers
-        R.encode(header, [_span_record("FORGED")]),  # a forged span
-        R.encode(header, [(R.CONTROL, R.OP_SECRETS, ("BTCUSDT", "buy"))]),  # would mask the bot's own symbol
+        *[encode((W.VERSION, me, f"fake-{k}", {}, 0), []) for k in range(400)],  # 400 made-up producers
+        encode(header, [_span_record("FORGED")]),  # a forged span
+        encode(header, [(R.CONTROL, R.OP_SECRETS, ("BTCUSDT", "buy"))]),  # would mask the bot's own symbol
     ]
 
 
@@ -143,9 +148,10 @@ def test_a_family_member_writing_garbage_costs_only_its_own_messages(exporter: E
 
 def test_many_made_up_producers_and_flush_requests_keep_threads_and_memory_bounded(exporter: Exporter) -> None:
     exporter.bot.ask(cmd="child_send", connections=400, timeout=120, raw=(
-        "[R.encode((R.VERSION, os.getpid(), f'fake-{k}', {}), [(R.METRICS, (('qt.trades', 1),), {})])"
+        "[W.Encoder().batch((W.VERSION, os.getpid(), f'fake-{k}', {}, 0), [(R.METRICS, (('qt.trades', 1),), {})])"
         " for k in range(400)]"
-        " + [R.encode((R.VERSION, os.getpid(), 'i', {}), [(R.CONTROL, R.OP_FLUSH, 1e9)]) for _ in range(400)]"),
+        " + [W.Encoder().batch((W.VERSION, os.getpid(), 'i', {}, 0), [(R.CONTROL, R.OP_FLUSH, (k, 1e9))])"
+        " for k in range(400)]"),
         records=(
         "[(R.CONTROL, R.OP_FLUSH, 1e9) for _ in range(400)]"
         " + [(R.GAUGE, 'qt.risk.positions.open', {'strategy': f's{k}'}, 1.0) for k in range(2000)]"))
@@ -161,7 +167,7 @@ def test_a_string_referenced_many_times_costs_bounded_exporter_cpu(exporter: Exp
     assert cpu_seconds(exporter.pid) - exporter.cpu < 3.0, "one span cost seconds of exporter CPU"
 
 
-_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64 - 1), st.floats(), st.text(max_size=40),
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=40),
                   st.binary(max_size=40))
 _tree = st.recursive(_leaf, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner,
                                                                                         max_size=6), max_leaves=40)
@@ -174,8 +180,8 @@ def _shaped(header: object, records: object) -> bytes:
 _message = st.one_of(
     st.binary(max_size=4096),
     _tree.map(lambda t: msgpack.packb(t, use_bin_type=True)),
-    st.builds(_shaped, st.tuples(st.integers(0, 5), _tree, _tree, _tree), st.lists(_tree, max_size=8)),
-    st.builds(_shaped, st.just((R.VERSION, 1, "i", {})),
+    st.builds(_shaped, st.tuples(st.integers(0, 5), _tree, _tree, _tree, _tree), st.lists(_tree, max_size=8)),
+    st.builds(_shaped, st.just((W.VERSION, 1, "i", {}, 0)),
               st.lists(st.tuples(st.sampled_from([R.SPAN, R.METRICS, R.GAUGE, R.CONTROL, R.PREAGG, 99]), _tree,
                                  _tree, _tree), max_size=8)),
     st.integers(1, 32).map(lambda bits: bytes([0xDD]) + struct.pack(">I", (1 << bits) - 1)),

@@ -206,7 +206,7 @@ def _orders_property(
         for shape, arg_indices, result_index, fails, in_flow in calls:
             args = tuple(_v(i) for i in arg_indices)
             result = _v(result_index)
-            error = (BadException() if isinstance(result, Bad) else Boom("placement failed")) if fails else None
+            error = (BadException() if type(result) is Bad else Boom("placement failed")) if fails else None
             CALLS["n"] += 1
             with (qt.trade_flow(symbol=args[0], strategy=args[1]) if in_flow else _nothing()) as flow:
                 try:
@@ -258,7 +258,7 @@ def _calls(v: Any, w: Any, kw: dict[str, Any]) -> list[Callable[[], Any]]:
         lambda: feed.connected(v),
         lambda: feed.disconnected(v, reason=w),
         lambda: feed.reconnected(w),
-        lambda: qt.inject(v if isinstance(v, dict) else None),
+        lambda: qt.inject(v if type(v) is dict else None),
         lambda: qt.extract(v),
         lambda: qt.force_flush(timeout=v),
         lambda: qt.logs.trace_fields(),
@@ -269,7 +269,7 @@ def _calls(v: Any, w: Any, kw: dict[str, Any]) -> list[Callable[[], Any]]:
 
 
 def _flow_calls(v: Any, w: Any, kw: dict[str, Any]) -> None:
-    with qt.trade_flow(symbol=v, strategy=w, trade_id=v, parent=w if isinstance(w, dict) else None, **kw) as flow:
+    with qt.trade_flow(symbol=v, strategy=w, trade_id=v, parent=w if type(w) is dict else None, **kw) as flow:
         with flow.signal(confidence=v, direction=w, reference_price=v, **kw):
             flow.set_attribute("k", v)
         with flow.entry(**kw), flow.execution(**kw), flow.exit(**kw):

@@ -122,7 +122,7 @@ class ProducerState:
         self.labels = LabelGuard(converter.settings_max_labels, self._label_overflow)
         self.gauges: dict[str, dict[tuple[tuple[str, Any], ...], Any]] = {}
         self.last_seen = time.time()
-        self.dropped: dict[tuple[str, str], int] = {}
+        self.dropped: dict[str, int] = {}
         self.goodbye = False
         instruments.producers.append(self)
 
@@ -160,13 +160,14 @@ class ProducerState:
                                      _NO_EXEMPLAR)
 
     def producer_drops(self, totals: Mapping[str, int]) -> None:
-        """The trading process reports cumulative drops by reason; count what is new."""
-        for reason, total in totals.items():
-            key = ("records", reason)
+        """The trading process reports its cumulative drops by ``"signal/reason"`` in every message; count what
+        is new. A new exporter hears the whole total again and counts it all: the producer's count is the truth
+        (its series only ever grows across exporter generations)."""
+        for key, total in totals.items():
             new = total - self.dropped.get(key, 0)
             if new > 0:
                 self.dropped[key] = total
-                self.drop("records", reason, new)
+                self.drop(*R.drop_key(key), new)
 
     def _label_overflow(self, key: str) -> None:
         self.error("label_overflow")
@@ -251,19 +252,32 @@ class Converter:
                         producer.measure(semconv.METRICS[name], value, attributes)
                 elif kind == R.GAUGE:
                     producer.set_gauge(record[1], record[2], record[3])
+                elif kind == R.PREAGG:
+                    self.preaggregate(producer, record)
                 elif kind == R.CONTROL:
                     self.control(producer, record[1], record[2])
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the others
                 producer.error("record_failed")
                 _log.debug("qt-telemetry could not convert a record: %r", exc)
 
+    def preaggregate(self, producer: ProducerState, record: tuple[Any, ...]) -> None:
+        """What records the producer could not hand over contributed: a counter's sum, or a histogram's values
+        (little-endian float64), measured as if they had arrived, without exemplars."""
+        _, name, attributes, payload = record
+        spec = semconv.METRICS[name]
+        if isinstance(payload, bytes):
+            if len(payload) % 8 or len(payload) > 8 * 65536:
+                raise ValueError("a histogram pre-aggregate is whole float64 values, at most 65536")
+            for value in memoryview(payload).cast("d"):
+                producer.measure(spec, value, attributes)
+        else:
+            producer.measure(spec, payload, attributes)
+
     def control(self, producer: ProducerState, operation: str, payload: Any) -> None:
         if operation == R.OP_SECRETS:
             self.redactor.add_values(payload)
         elif operation == R.OP_GOODBYE:
             producer.goodbye = True
-        elif operation == R.OP_DROPPED:
-            producer.producer_drops(payload)
 
     def span(self, producer: ProducerState, record: tuple[Any, ...], live: trace.Span | None = None) -> None:
         """Export one span record (or apply it to ``live``, the user's SDK span) and derive its metrics."""

@@ -91,16 +91,24 @@ class SdkEngine(Engine):
 
 class LocalChannel:
     """The ``inline`` engine: batches are converted and exported on a thread of this process (the OTel SDK then
-    shares the trading thread's GIL: slower, but no helper process)."""
+    shares the trading thread's GIL: slower, but no helper process). Raises RuntimeError when no thread can be
+    started (the caller degrades further)."""
+
+    #: The outbox hands records as they are: nothing crosses a process boundary here.
+    encoded = False
 
     def __init__(self, pipeline: Pipeline, capacity: int = 1024) -> None:
         self.pipeline = pipeline
         self._batches: queue.Queue[tuple[Header, list[tuple[Any, ...]]]] = queue.Queue(capacity)
         self._idle = threading.Event()
         self._idle.set()
+        self._flushes = 0
+        self._start()
+
+    def _start(self) -> None:
         threading.Thread(target=self._convert, name="qt-telemetry-convert", daemon=True).start()
 
-    def send(self, header: Header, records: list[tuple[Any, ...]]) -> str | None:
+    def send(self, header: Header, records: list[tuple[Any, ...]], data: bytes) -> str | None:
         try:
             self._idle.clear()
             self._batches.put_nowait((header, records))
@@ -115,7 +123,6 @@ class LocalChannel:
             try:
                 with converter.lock:
                     producer = converter.producer(header[1], header[2])
-                    producer.last_seen = time.time()
                     producer.producer_drops(header[3])
                     converter.accept(producer, records)
             except Exception as exc:  # noqa: BLE001
@@ -123,13 +130,17 @@ class LocalChannel:
             if self._batches.empty():
                 self._idle.set()
 
-    def healthy(self) -> bool:
-        return True
+    def check(self) -> str:
+        return "ok"
 
-    def restart(self) -> None:
-        pass
+    def replace(self, wait: bool) -> int:
+        return 0
 
-    def flush(self, deadline: float) -> bool:
+    def request_flush(self, budget: float) -> int:
+        self._flushes += 1
+        return self._flushes
+
+    def wait_flushed(self, request: int, deadline: float) -> bool:
         self._idle.wait(max(0.0, deadline - time.monotonic()))
         return self.pipeline.flush(deadline)
 
@@ -139,4 +150,8 @@ class LocalChannel:
         self.pipeline.shutdown(deadline)
 
     def after_fork(self) -> None:
-        pass
+        """In a forked child the converter thread is the parent's: start ours (what the parent queued is its)."""
+        self._batches = queue.Queue(self._batches.maxsize)
+        self._idle = threading.Event()
+        self._idle.set()
+        self._start()

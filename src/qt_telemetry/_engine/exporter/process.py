@@ -1,17 +1,26 @@
-"""The exporter process: records in over a private socket, OTLP out. Started by ``init()``; never by hand.
+"""The exporter process: records in over the family's socket, OTLP out. Started by ``init()``, never by hand.
 
-    python -m qt_telemetry._engine.exporter <pair fd> <named socket fd> <life fd> <config fd> [<metrics listen fd>]
+    python -m qt_telemetry._engine.exporter <listening socket fd> <config fd> [<metrics listen fd>]
 
-It runs the OTel SDK (span building, aggregation, protobuf encoding, retries) off the trading process's GIL.
-It ends by itself: when every trading process that shared it is gone (the life pipe reads EOF) it exports
-what it holds within ``exporter_drain_timeout`` and exits, whatever the collector does.
+One loop on one thread reads every producer's connection in turn (a flooding process cannot starve its
+siblings), decodes each message bounded and checked (:mod:`~qt_telemetry._engine.transport.wire`), converts its
+records, and answers each producer with a heartbeat carrying its progress. Two sender workers POST the prepared
+requests, spans and metrics apart, so spans that cannot go never hold up metrics. Peers are checked by the kernel
+(``SO_PEERCRED``): only the root process and its descendants, of our own user, are read at all. One bad message
+costs itself and is counted in ``qt.telemetry.errors``; the loop itself is guarded.
+
+It ends by itself: once the last producer's connection closes it lets go of ``/metrics`` at once (a restarted bot
+takes the port over), exports what it holds within ``exporter_drain_timeout``, removes the family's directory if
+it is the family's current exporter, and exits.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import json
 import logging
 import os
-import queue
 import select
 import signal
 import socket
@@ -21,201 +30,415 @@ import time
 from typing import Any
 
 from qt_telemetry._config import Settings
-from qt_telemetry._engine.exporter.convert import ProducerState
-from qt_telemetry._engine.exporter.pipeline import Pipeline
+from qt_telemetry._engine.exporter.sender import Sender, transport
+from qt_telemetry._engine.resource import base_resource
+from qt_telemetry._engine.transport import family, wire
 from qt_telemetry._engine.transport import records as R
 
 _log = logging.getLogger("qt_telemetry")
-_MAX_DATAGRAM = 1 << 22
-#: Datagrams read but not yet converted, at most (beyond it they are dropped and counted: exporter_busy).
-_INBOX_BYTES = 8 << 20
+#: Messages read from one connection before the next gets its turn.
+_FAIR_SHARE = 16
+#: At most this many producing processes at once (a family of forked workers stays far below).
+MAX_CONNECTIONS = 1024
+#: At most this many connections per process (a producer has one; a few while it reconnects).
+MAX_PER_PID = 4
+#: Pending flush answers per connection.
+MAX_FLUSHES = 16
+_RECV_BUFFER = wire.MAX_MESSAGE + 1
 
 
-class _OncePerMinute(logging.Filter):
-    """The OTLP exporters log every retry while the collector is down; drops are counted, so say it once a minute."""
+class Connection:
+    """One producing process's connection and what the loop knows of it."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._last: dict[tuple[str, str], float] = {}
+    __slots__ = ("sock", "pid", "producer", "converted", "exported", "snapshot", "flushes", "closed")
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg)[:80])
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) < 60:
-            return False
-        self._last[key] = now
-        return True
+    def __init__(self, sock: socket.socket, pid: int) -> None:
+        self.sock = sock
+        self.pid = pid
+        self.producer: Any = None
+        self.converted = 0  # records converted
+        self.exported = 0  # ... whose metrics a successful export carried
+        self.snapshot = 0  # converted, at the last metric collection
+        self.flushes: list[tuple[int, float]] = []
+        self.closed = False
 
 
 class Exporter:
-    def __init__(self, settings: Settings, inputs: list[socket.socket], life: int,
-                 listen: socket.socket | None) -> None:
+    def __init__(self, settings: Settings, listener: socket.socket, *, root_pid: int, family_dir: str,
+                 generation: int, metrics_socket: socket.socket | None = None) -> None:
         self.settings = settings
-        self.inputs = {sock.fileno(): sock for sock in inputs}
-        self.life = life
-        self.pipeline = Pipeline(settings, remote=True, listen_socket=listen)
-        self.converter = self.pipeline.converter
-        self._last_liveness = time.monotonic()
-        self._retiring: queue.Queue[tuple[ProducerState, Any]] = queue.Queue()
-        self._inbox: queue.Queue[tuple[bytes, list[int]] | None] = queue.Queue()
-        self._inbox_bytes = 0
-        self._overflowed: dict[tuple[int, str], int] = {}
-        threading.Thread(target=self._retire_worker, name="qt-telemetry-retire", daemon=True).start()
+        self.listener = listener
+        self.root_pid = root_pid
+        self.family_dir = family_dir
+        self.generation = generation
+        self.metrics_socket = metrics_socket
+        self.encoder = wire.Encoder()
+        self.sink = make_sink(settings)
+        self.connections: dict[int, Connection] = {}
+        self.poller = select.poll()
+        self.poller.register(listener.fileno(), select.POLLIN)
+        self.uid = os.getuid()
+        self.members: dict[int, bool] = {}
+        self.refused = 0
+        self.malformed: collections.Counter[str] = collections.Counter()
+        self.spans = Sender(transport(settings, "traces"), max_pending=4, name="spans") \
+            if settings.mode == "otlp" and settings.traces.enabled else None
+        self.metrics = Sender(transport(settings, "metrics"), max_pending=2, name="metrics") \
+            if settings.mode == "otlp" and settings.metrics.enabled else None
+        self.stop_server = _serve_metrics(self.sink, metrics_socket) if metrics_socket is not None else None
+        cannot = [f"a {sender.name} sender thread" for sender in (self.spans, self.metrics)
+                  if sender is not None and not sender.threaded]
+        if metrics_socket is not None and self.stop_server is None:
+            cannot.append("the /metrics server thread (no local /metrics)")
+        if cannot:  # once, on the bot's stderr
+            print(f"qt-telemetry exporter: cannot start {', '.join(cannot)}; sending from its main loop",
+                  file=sys.stderr, flush=True)
+        self._last_heartbeat = 0.0
+        self._next_metrics = time.monotonic() + settings.metric_export_interval_s
+        self._span_due = time.monotonic() + settings.batch.schedule_delay_s
+        self._ever_connected = False
+        self._lost_all_at: float | None = None
+        self._collecting: list[tuple[Connection, int]] = []
 
+    # --- the loop ------------------------------------------------------------------------------------------
     def run(self) -> None:
-        """Read datagrams as fast as they come (so no trading process ever finds the socket full because we are
-        busy converting); a second thread converts them in order. Returns when every producer is gone and what
-        they sent is exported, or the drain bound has passed."""
-        for sock in self.inputs.values():
-            sock.setblocking(False)
-        converter = threading.Thread(target=self._convert_loop, name="qt-telemetry-convert", daemon=True)
-        converter.start()
-        while True:
-            ready, _, _ = select.select([*self.inputs, self.life], [], [], 1.0)
-            for fd in ready:
-                if fd in self.inputs:
-                    self.receive(self.inputs[fd])
-            if self.life in ready and not os.read(self.life, 64):
-                break  # every trading process is gone
-        _release_terminal()
-        for sock in self.inputs.values():
-            self.receive(sock)
-        deadline = time.monotonic() + self.settings.exporter_drain_timeout_s
-        self._inbox.put(None)  # the converter's signal: everything that will come has come
-        converter.join(max(0.0, deadline - time.monotonic()))
-
-        def finish() -> None:
-            for producer in list(self.converter.producers.values()):
-                self.retire(producer)
-            self._wait_retired(deadline)
-            self.pipeline.shutdown(deadline)
-
-        worker = threading.Thread(target=finish, daemon=True)
-        worker.start()
-        worker.join(max(0.0, deadline - time.monotonic()) + 0.5)
-
-    def receive(self, sock: socket.socket) -> None:
-        """Move every waiting datagram to the inbox; past its bound, drop it and count it for its producer."""
+        started = time.monotonic()
         while True:
             try:
-                data, fds, _, _ = socket.recv_fds(sock, _MAX_DATAGRAM, 1)
+                self._round()
+            except Exception as exc:  # noqa: BLE001 - the loop survives anything one round does
+                _log.debug("qt-telemetry exporter round: %r", exc)
+            if self.connections:
+                continue
+            now = time.monotonic()
+            if not self._ever_connected and now - started > 30:
+                break  # nobody ever came
+            if self._ever_connected:
+                if self._lost_all_at is None:
+                    self._lost_all_at = now
+                    self._release_metrics_port()
+                if now - self._lost_all_at > 0.2:
+                    break  # every trading process is gone (none joined in the grace period)
+        _release_terminal()
+        self.drain(time.monotonic() + self.settings.exporter_drain_timeout_s)
+
+    def _round(self) -> None:
+        now = time.monotonic()
+        timeout = max(0.0, min(self._next_metrics, self._span_due, self._last_heartbeat + wire.HEARTBEAT_S) - now)
+        if self._inline_senders():
+            timeout = min(timeout, 0.05)
+        ready = self.poller.poll(int(timeout * 1000) + 1)
+        for fd, events in ready:
+            if fd == self.listener.fileno():
+                self._accept()
+                continue
+            conn = self.connections.get(fd)
+            if conn is not None:
+                self._read(conn, events)
+        now = time.monotonic()
+        if now - self._last_heartbeat >= wire.HEARTBEAT_S:
+            self._last_heartbeat = now
+            for conn in list(self.connections.values()):
+                self._reply(conn, wire.STATUS, conn.converted, conn.exported, time.time_ns())
+        self._ship_spans(now)
+        if now >= self._next_metrics:
+            self._next_metrics = now + self.settings.metric_export_interval_s
+            self._ship_metrics()
+        self._answer_flushes(now)
+        for sender in (self.spans, self.metrics):
+            if sender is not None and not sender.threaded:
+                sender.pump()
+
+    def _inline_senders(self) -> bool:
+        return any(s is not None and not s.threaded and not s.idle() for s in (self.spans, self.metrics))
+
+    # --- peers ---------------------------------------------------------------------------------------------
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
-            if not data:
-                for fd in fds:
-                    os.close(fd)
-                continue
-            if self._inbox_bytes + len(data) > _INBOX_BYTES and not fds:
-                self._overflow(data)
-                continue
-            self._inbox_bytes += len(data)
-            self._inbox.put((data, fds))
-
-    def _overflow(self, data: bytes) -> None:
-        try:
-            header, records = R.decode(data)
-        except (ValueError, EOFError, TypeError):
-            return
-        key = (header[1], header[2])
-        self._overflowed[key] = self._overflowed.get(key, 0) + len(records)
-
-    def _convert_loop(self) -> None:
-        while True:
             try:
-                item = self._inbox.get(timeout=1.0)
-            except queue.Empty:
-                self.retire_dead()
-                continue
-            if item is None:
-                return
-            data, fds = item
-            self._inbox_bytes -= len(data)
-            try:
-                self.convert(data, fds)
-            except Exception as exc:  # noqa: BLE001 - the converter thread must survive any batch
-                _log.debug("qt-telemetry exporter: a batch failed: %r", exc)
-            if time.monotonic() - self._last_liveness > 5 and self._inbox.empty():
-                self._last_liveness = time.monotonic()
-                self.retire_dead()
-
-    def convert(self, data: bytes, fds: list[int]) -> None:
-        try:
-            header, records = R.decode(data)
-        except (ValueError, EOFError, TypeError):
-            for fd in fds:
-                os.close(fd)
-            return
-        if fds:
-            self.flush_for(records, fds[0])
-            return
-        with self.converter.lock:
-            producer = self.converter.producer(header[1], header[2])
-            producer.last_seen = time.time()
-            producer.producer_drops(header[3])
-            lost = self._overflowed.pop((header[1], header[2]), 0)
-            if lost:
-                producer.drop("records", "exporter_busy", lost)
-            self.converter.accept(producer, records)
-        if producer.goodbye:
-            self.retire(producer)
-
-    def flush_for(self, records: list[Any], reply: int) -> None:
-        budget = float(records[0][2]) if records and records[0][0] == R.CONTROL else 1.0
-
-        def run() -> None:
-            try:
-                ok = self.pipeline.flush(time.monotonic() + budget)
-                os.write(reply, b"1" if ok else b"0")
+                pid, uid = family.peer(sock)
             except OSError:
-                pass
-            finally:
-                os.close(reply)
+                sock.close()
+                continue
+            if uid != self.uid or not self._member(pid) or len(self.connections) >= MAX_CONNECTIONS or sum(
+                    1 for c in self.connections.values() if c.pid == pid) >= MAX_PER_PID:
+                self.refused += 1
+                sock.close()
+                continue
+            sock.setblocking(False)
+            conn = Connection(sock, pid)
+            self.connections[sock.fileno()] = conn
+            self.poller.register(sock.fileno(), select.POLLIN)
+            self._ever_connected = True
+            self._lost_all_at = None
+            self._reply(conn, wire.WELCOME, os.getpid(), self.generation)
 
-        threading.Thread(target=run, name="qt-telemetry-flush", daemon=True).start()
+    def _member(self, pid: int) -> bool:
+        known = self.members.get(pid)
+        if known is None:
+            known = family.descends_from(pid, self.root_pid)
+            if len(self.members) > 4096:
+                self.members.clear()
+            self.members[pid] = known
+        return known
 
-    def retire(self, producer: ProducerState) -> None:
-        """A trading process said goodbye (or died): export its last state, then forget it (in order, on one
-        thread, so a hundred exiting workers do not open a hundred connections at once)."""
-        self.converter.producers.pop(producer.pid, None)
-        with self.converter.lock:
-            provider = next((p for p in self.pipeline.providers if p._sdk_config.resource is producer.resource), None)
-            if provider is not None:
-                self.pipeline.providers.remove(provider)
-        self._retiring.put((producer, provider))
-
-    def _retire_worker(self) -> None:
-        while True:
-            producer, provider = self._retiring.get()
-            try:
-                if provider is not None:
-                    provider.shutdown(timeout_millis=10_000)
-            except Exception as exc:  # noqa: BLE001
-                _log.warning("final export for process %s failed: %r", producer.pid, exc)
-            finally:
-                with self.converter.lock:
-                    self.converter.forget(producer, provider)
-                self._retiring.task_done()
-
-    def _wait_retired(self, deadline: float) -> None:
-        while self._retiring.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    def retire_dead(self) -> None:
-        """Forget processes that died without a goodbye (killed), once all they sent has been converted."""
-        if not self._inbox.empty():
+    def _close(self, conn: Connection) -> None:
+        if conn.closed:
             return
-        quiet_since = time.time() - 3.0
-        for producer in list(self.converter.producers.values()):
-            if producer.last_seen > quiet_since:
+        conn.closed = True
+        fd = conn.sock.fileno()
+        with contextlib.suppress(KeyError, OSError):
+            self.poller.unregister(fd)
+        self.connections.pop(fd, None)
+        conn.sock.close()
+        if conn.producer is not None and not any(c.producer is conn.producer for c in self.connections.values()):
+            self.sink.retire(conn.producer)
+
+    # --- reading ---------------------------------------------------------------------------------------------
+    def _read(self, conn: Connection, events: int) -> None:
+        for _ in range(_FAIR_SHARE):
+            try:
+                data, _, flags, _ = conn.sock.recvmsg(_RECV_BUFFER)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionResetError:  # it closed without reading our heartbeats: what it sent still follows
+                continue
+            except OSError:
+                self._close(conn)
+                return
+            if not data:
+                if _hung_up(conn.sock):
+                    self._close(conn)  # the process is gone (or closed its end)
+                    return
+                self._malformed(conn, "empty")  # producers never send an empty message
+                continue
+            if flags & socket.MSG_TRUNC or len(data) > wire.MAX_MESSAGE:
+                self._malformed(conn, "too_large")
                 continue
             try:
-                os.kill(producer.pid, 0)
-            except ProcessLookupError:
-                self.retire(producer)
-            except PermissionError:
-                pass
+                header, records = wire.decode_batch(data, conn.pid)
+            except wire.Malformed as bad:
+                self._malformed(conn, bad.kind)
+                continue
+            self._accept_batch(conn, header, records)
+        if events & (select.POLLHUP | select.POLLERR) and not events & select.POLLIN:
+            self._close(conn)
+
+    def _malformed(self, conn: Connection, kind: str) -> None:
+        self.malformed[kind] += 1
+        producer = conn.producer
+        if producer is not None:
+            self._count_exporter_errors(producer)
+
+    def _count_exporter_errors(self, producer: Any) -> None:
+        """What the loop refused is counted on the producer it concerns (a peer refused: on the root)."""
+        for kind, n in self.malformed.items():
+            for _ in range(n):
+                producer.error("malformed_message")
+            del kind
+        self.malformed.clear()
+        while self.refused:
+            self.refused -= 1
+            producer.error("peer_refused")
+
+    def _accept_batch(self, conn: Connection, header: wire.Header, records: wire.Records) -> None:
+        _, pid, instance, drops, _ = header
+        producer = conn.producer
+        if producer is None or producer.instance_id != instance:
+            producer = conn.producer = self.sink.producer(pid, instance)
+        if drops:
+            producer.producer_drops(drops)
+        if self.malformed or self.refused:
+            self._count_exporter_errors(producer)
+        ordinary = records
+        flushes = [r for r in records if r[0] == R.CONTROL and len(r) == 3 and r[1] == R.OP_FLUSH]
+        if flushes:
+            ordinary = tuple(r for r in records if not (r[0] == R.CONTROL and len(r) == 3 and r[1] == R.OP_FLUSH))
+        self.sink.accept(producer, ordinary)
+        conn.converted += len(records)
+        for record in flushes:
+            self._flush_requested(conn, record[2])
+
+    # --- flushes ------------------------------------------------------------------------------------------
+    def _flush_requested(self, conn: Connection, payload: Any) -> None:
+        try:
+            request, budget = payload
+            request, budget = int(request), min(float(budget), 600.0)
+        except (TypeError, ValueError):
+            return
+        if len(conn.flushes) >= MAX_FLUSHES or not budget == budget:
+            self._reply(conn, wire.FLUSHED, request, False)
+            return
+        conn.flushes.append((request, time.monotonic() + max(0.0, budget)))
+        self._span_due = 0.0  # everything queued goes now
+        self._ship_spans(time.monotonic(), everything=True)
+        self._ship_metrics()
+
+    def _answer_flushes(self, now: float) -> None:
+        for conn in list(self.connections.values()):
+            if not conn.flushes:
+                continue
+            done = self._idle()
+            keep = []
+            for request, deadline in conn.flushes:
+                if done:
+                    self._reply(conn, wire.FLUSHED, request, True)
+                elif now >= deadline:
+                    self._reply(conn, wire.FLUSHED, request, False)
+                else:
+                    keep.append((request, deadline))
+            conn.flushes = keep
+
+    def _idle(self) -> bool:
+        return not self._collecting and all(s is None or s.idle() for s in (self.spans, self.metrics)) and \
+            not self.sink.queued_spans()
+
+    def _reply(self, conn: Connection, *message: Any) -> None:
+        try:
+            conn.sock.send(self.encoder.reply(*message))
+        except OSError:  # full (a producer not reading loses heartbeats, nothing else) or gone: the reader sees
+            pass  # the end after what it sent is read, never before
+
+    # --- shipping ----------------------------------------------------------------------------------------------
+    def _ship_spans(self, now: float, everything: bool = False) -> None:
+        batch = self.settings.batch
+        if self.spans is None:
+            while self.sink.take_spans(batch.max_export_batch_size) is not None:
+                pass  # traces are off: nothing is kept
+            return
+        while True:
+            queued = self.sink.queued_spans()
+            if not queued or not (everything or now >= self._span_due or queued >= batch.max_export_batch_size):
+                return
+            taken = self.sink.take_spans(batch.max_export_batch_size)
+            if taken is None:
+                return
+            body, counts = taken
+            sink = self.sink
+
+            def done(ok: bool, counts: dict[Any, int] = counts) -> None:
+                if not ok:
+                    sink.span_drop(counts, "export_failed")
+
+            if not self.spans.submit(body, done):
+                sink.span_drop(counts, "queue_full")
+            self._span_due = now + batch.schedule_delay_s
+
+    def _ship_metrics(self) -> None:
+        if self.metrics is None or self._collecting:
+            return
+        snapshot = [(conn, conn.converted) for conn in self.connections.values()]
+        body = self.sink.collect_metrics(time.time_ns())
+        if body is None:
+            for conn, converted in snapshot:
+                conn.exported = converted
+            return
+        self._collecting = snapshot
+
+        def done(ok: bool) -> None:
+            if ok:
+                for conn, converted in snapshot:
+                    conn.exported = converted
+            self._collecting = []
+
+        if not self.metrics.submit(body, done):
+            self._collecting = []
+
+    def drain(self, deadline: float) -> None:
+        """Export everything held (bounded by ``deadline``), then leave."""
+        for conn in list(self.connections.values()):
+            self._close(conn)
+        self._ship_spans(time.monotonic(), everything=True)
+        self._collecting = []
+        self._ship_metrics()
+        for sender in (self.spans, self.metrics):
+            if sender is not None:
+                sender.stop(deadline)
+        self._release_metrics_port()
+        self._leave_family()
+
+    def _release_metrics_port(self) -> None:
+        stop, self.stop_server = self.stop_server, None
+        if stop is not None:
+            stop()
+        if self.metrics_socket is not None:
+            self.metrics_socket.close()
+            self.metrics_socket = None
+
+    def _leave_family(self) -> None:
+        """The family's current exporter, leaving with no producer left, removes the family's directory."""
+        try:
+            with open(os.path.join(self.family_dir, "exporter.pid")) as f:
+                current = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            current = os.getpid()
+        self.listener.close()
+        if current == os.getpid():
+            family.remove(self.family_dir)
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.family_dir, "exporter.pid"))
+                os.rmdir(self.family_dir)
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """After an empty read: is it the end of the connection (or an empty message, which no producer sends)?"""
+    probe = select.poll()
+    probe.register(sock.fileno(), select.POLLIN)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in probe.poll(0))
+
+
+def make_sink(settings: Settings) -> Any:
+    """The lean path (records -> OTLP bytes directly), or the SDK path when ``QT_TELEMETRY_EXPORTER_PATH=sdk``."""
+    resource = base_resource(settings)
+    if os.environ.get("QT_TELEMETRY_EXPORTER_PATH", "").strip().lower() != "sdk":
+        try:
+            from qt_telemetry._engine.exporter.lean import LeanConverter  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            pass
+        else:
+            return LeanConverter(settings, base_resource=resource)
+    from qt_telemetry._engine.exporter.sdksink import SdkSink
+
+    return SdkSink(settings, base_resource=resource)
+
+
+def _serve_metrics(sink: Any, listen: socket.socket) -> Any:
+    """Local mode: Prometheus ``/metrics`` from the sink's collector, on the socket ``init()`` bound."""
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(sink.prometheus_collector())
+
+    class _Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    host, port = listen.getsockname()[:2]
+    server = WSGIServer((host, port), _Quiet, bind_and_activate=False)
+    server.socket.close()
+    server.socket = listen
+    server.server_address = (host, port)
+    server.server_name, server.server_port = host, port
+    server.setup_environ()
+    server.set_app(make_wsgi_app(registry))
+    thread = threading.Thread(target=server.serve_forever, name="qt-telemetry-metrics", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:
+        return None
+
+    def stop() -> None:
+        server.shutdown()
+
+    return stop
 
 
 def _release_terminal() -> None:
@@ -231,40 +454,30 @@ def _release_terminal() -> None:
 
 def _yield_to_trading() -> None:
     """Run only when a CPU would otherwise idle (Linux SCHED_IDLE), else at the lowest priority: an exporter
-    woken on the trading thread's CPU must never take it away for a time slice. When the box is saturated the
-    socket fills and the bot drops (and counts) records instead of waiting."""
+    woken on the trading thread's CPU must never take it away for a time slice. A bot that hears nothing from
+    it for seconds while it lives (a saturated box) lifts it back to the normal scheduler."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
-        try:
+        with contextlib.suppress(OSError):
             os.nice(19)
-        except OSError:
-            pass
-
-
-def _remove(address: Any) -> None:
-    if isinstance(address, str) and address:
-        try:
-            os.unlink(address)
-            os.rmdir(os.path.dirname(address))
-        except OSError:
-            pass
 
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the bot; we drain after it
     _yield_to_trading()
-    pair_fd, named_fd, life_fd, config_fd, *rest = (int(a) for a in argv)
-    with os.fdopen(config_fd, "rb") as config:
-        settings = Settings.from_json(config.read().decode())
+    listen_fd, config_fd, *rest = (int(a) for a in argv)
+    with os.fdopen(config_fd, "rb") as f:
+        config = json.loads(f.read().decode())
+    settings = Settings.from_json(json.dumps(config["settings"]))
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_OncePerMinute())
     handler.setFormatter(logging.Formatter("qt-telemetry exporter: %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    listen = socket.socket(fileno=rest[0]) if rest else None
-    named = socket.socket(fileno=named_fd)
-    address = named.getsockname()
-    exporter = Exporter(settings, [socket.socket(fileno=pair_fd), named], life_fd, listen)
+    listener = socket.socket(fileno=listen_fd)
+    listener.setblocking(False)
+    metrics_socket = socket.socket(fileno=rest[0]) if rest else None
+    exporter = Exporter(settings, listener, root_pid=int(config["root_pid"]), family_dir=str(config["family"]),
+                        generation=int(config["generation"]), metrics_socket=metrics_socket)
 
     def stop(_signum: int, _frame: Any) -> None:  # SIGTERM: export what we hold, briefly, and go
         raise SystemExit(0)
@@ -273,9 +486,6 @@ def main(argv: list[str]) -> int:
     try:
         exporter.run()
     except SystemExit:
-        deadline = time.monotonic() + min(2.0, settings.exporter_drain_timeout_s)
-        exporter.pipeline.shutdown(deadline)
-    _remove(address)
+        exporter.drain(time.monotonic() + min(2.0, settings.exporter_drain_timeout_s))
     sys.stdout.flush()
     os._exit(0)
-

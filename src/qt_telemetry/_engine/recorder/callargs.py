@@ -71,7 +71,7 @@ class ArgumentReader:
                 value = default
             if value is None or value is _MISSING:
                 continue
-            cls = value.__class__
+            cls = type(value)
             if cls is str:
                 out[field] = value if len(value) <= 512 else value[:512]
             elif cls is float:
@@ -126,7 +126,7 @@ class ArgumentReader:
 
 def _member(container: Any, aliases: tuple[str, ...]) -> Any:
     for alias in aliases:
-        try:
+        try:  # isinstance too: it asks a hostile object for its __class__
             if isinstance(container, Mapping):
                 if alias in container:
                     return container[alias]

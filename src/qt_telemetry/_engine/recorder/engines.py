@@ -128,27 +128,20 @@ class QueuedEngine(RecordEngine):
         self.name = name
         self._emit = outbox.put
         self._secrets: set[str] = set()
-        outbox.first_after_restart = self._restated
 
     def secrets(self, values: tuple[str, ...]) -> None:
-        """Exact values to redact: remembered here, so a restarted exporter learns them before any record."""
+        """Exact values to redact: sent before any later record, and restated to every new exporter."""
         new = {v for v in values if isinstance(v, str)} - self._secrets
         if new:
             self._secrets |= new
-            self.outbox.put_first((R.CONTROL, R.OP_SECRETS, tuple(sorted(new))))
-
-    def _restated(self) -> list[tuple[Any, ...]]:
-        return [(R.CONTROL, R.OP_SECRETS, tuple(sorted(self._secrets)))] if self._secrets else []
+            self.outbox.put_sticky((R.CONTROL, R.OP_SECRETS, tuple(sorted(new))))
 
     def gauge(self, name: str, attributes: dict[str, Any], value: Any) -> None:
         if not callable(value):  # callbacks are evaluated by the janitor, off the trading thread
             self._emit((R.GAUGE, name, attributes, value))
 
     def flush(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        if not self.outbox.flush(block=True, deadline=deadline):
-            return False
-        return self.outbox.channel.flush(deadline)  # type: ignore[attr-defined,no-any-return]
+        return self.outbox.flush_and_wait(time.monotonic() + timeout)
 
     def shutdown(self, timeout: float) -> bool:
         return self.outbox.close(timeout)

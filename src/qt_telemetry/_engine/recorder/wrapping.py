@@ -26,6 +26,16 @@ ScopeFactory = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], SpanScope]
 ResultHook = Callable[[SpanScope, Any], None]
 
 
+def inside_descriptor(fn: Any, decorate: Callable[[Any], Any]) -> Any:
+    """``@decorator`` written above ``@classmethod``/``@staticmethod``: decorate the function inside and keep the
+    descriptor (the order of decorators is the user's choice; both orders trace the same). None otherwise."""
+    if isinstance(fn, classmethod):
+        return classmethod(decorate(fn.__func__))
+    if isinstance(fn, staticmethod):
+        return staticmethod(decorate(fn.__func__))
+    return None
+
+
 def call_kind(fn: Any) -> str:
     """``sync``, ``async``, ``generator`` or ``async_generator`` — for functions, partials and callable objects."""
     targets = [fn, getattr(fn, "func", None), getattr(type(fn), "__call__", None)]

@@ -1,8 +1,9 @@
 """The compact records the trading process hands to the exporter.
 
-A record is a plain tuple of str/int/float/bool/None (and tuples/dicts of them), so a batch is one
-``marshal.dumps`` — C code, microseconds — and crosses to the exporter process as one datagram. Which metrics a
-span yields is decided by the converter from the span's name and attributes, so an order costs one record.
+A record is a plain tuple of str/int/float/bool/bytes/None (and tuples/dicts of them), so a batch is one msgpack
+call — C code, microseconds — and crosses to the exporter as one message (:mod:`~qt_telemetry._engine.transport.wire`).
+Which metrics a span yields is decided from the span's name and attributes (:data:`semconv.SPAN_METRICS`), so an
+order costs one record.
 
     SPAN     (SPAN, name, kind, trace_id, span_id, parent_id, parent_remote, sampled, start_ns, end_ns,
               status_code, status_message, attributes, events, links, trace_state, scope)
@@ -19,8 +20,7 @@ span yields is decided by the converter from the span's name and attributes, so 
 
 from __future__ import annotations
 
-import marshal
-from typing import Any, Final
+from typing import Final
 
 SPAN: Final = 1
 METRICS: Final = 2
@@ -34,19 +34,11 @@ S_STATUS, S_MESSAGE, S_ATTRS, S_EVENTS, S_LINKS, S_STATE, S_SCOPE = 10, 11, 12, 
 
 # CONTROL operations
 OP_SECRETS: Final = "secrets"  # payload: tuple of exact values to redact
-OP_FOREIGN_METRICS: Final = "foreign_metrics"  # payload: pickled MetricsData of other instrumentation
 OP_GOODBYE: Final = "goodbye"  # the producer is exiting: export its last state and forget it
-OP_DROPPED: Final = "dropped"  # payload: {reason: count} the producer dropped so far
-OP_FLUSH: Final = "flush"  # payload: seconds; sent with a pipe's write end the exporter answers on
-
-#: Datagram header: (VERSION, pid, service.instance.id, {drop reason: count}, sequence)
-VERSION: Final = 1
+OP_FLUSH: Final = "flush"  # payload: (request id, seconds); the exporter answers FLUSHED on the connection
 
 
-def encode(header: tuple[Any, ...], records: list[tuple[Any, ...]]) -> bytes:
-    return marshal.dumps((header, records))
-
-
-def decode(data: bytes) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-    header, records = marshal.loads(data)
-    return header, records
+def drop_key(key: str) -> tuple[str, str]:
+    """A producer's drop counter key ``"signal/reason"`` -> (signal, reason): the metric's two labels."""
+    signal, _, reason = key.partition("/")
+    return (signal, reason) if reason else ("records", signal)
