@@ -11,6 +11,7 @@ what it could not deliver.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -160,6 +161,8 @@ def test_loss_is_bounded_by_the_time_to_reroute_and_counted(failover: Failover) 
     # ...and the survivor's own export failures (none expected).
     survivor_failed = fleet.metric_sum(SURVIVOR, "otelcol_exporter_send_failed_spans")
     counted = failed_at_agent + refused_at_agent + held + late_acks * largest_batch + survivor_failed
+    # The exact share the agent lost is in its log only: each per-gateway exporter logs what it rejected.
+    rejected = _rejected_in_agent_log(fleet, dead_endpoint)
     print(f"\ngateway kill, loss: {len(every)} trades; the agent re-resolved {rerouted_s:.1f} s after the kill\n"
           f"  window ({SETTLED_BEFORE_KILL_S:.0f} s before the kill .. {REROUTED_SLACK_S:.0f} s after the re-route): "
           f"{len(window)} trades, lost {len(lost)} "
@@ -168,10 +171,13 @@ def test_loss_is_bounded_by_the_time_to_reroute_and_counted(failover: Failover) 
           f"  spans lost {lost_spans} of {failover.spans_made}; counted {counted:.0f}: agent send failed "
           f"{failed_at_agent:.0f} + not queued {refused_at_agent:.0f}, {DEAD} held {held:.0f} "
           f"({failover.dead_in_memory:.0f} traces in memory) + {late_acks:.0f} later requests "
-          f"x {largest_batch:.0f}, {SURVIVOR} failed {survivor_failed:.0f}")
+          f"x {largest_batch:.0f}, {SURVIVOR} failed {survivor_failed:.0f}\n"
+          f"  the agent's log: {rejected} spans rejected for {DEAD} (+ held {held:.0f} = {rejected + held:.0f})")
 
     assert len(lost) <= bound
     assert lost_spans <= counted
+    assert rejected <= failed_at_agent
+    assert lost_spans <= rejected + held + late_acks * largest_batch + survivor_failed
 
 
 def test_metrics_stay_exact_across_a_gateway_kill(failover: Failover) -> None:
@@ -207,6 +213,14 @@ def _exported(fleet: Fleet, gateway: str) -> float:
 def _acked(fleet: Fleet, endpoint: str) -> float:
     """Requests the agent's load balancer delivered to one gateway."""
     return fleet.metric_sum("agent", "otelcol_loadbalancer_backend_outcome", endpoint=endpoint, success="true")
+
+
+def _rejected_in_agent_log(fleet: Fleet, endpoint: str) -> int:
+    """Spans the agent's exporter for one gateway rejected, from its "Exporting failed. Rejecting data." lines
+    (the per-gateway exporters' own counters are not exported at 0.159.0)."""
+    lines = fleet.servers["agent"].log.read_text(errors="replace").splitlines()
+    return sum(int(m.group(1)) for line in lines if "Rejecting data" in line and f'"endpoint": "{endpoint}"' in line
+               for m in [re.search(r'"rejected_items": (\d+)', line)] if m)
 
 
 def _orders(fleet: Fleet, service: str) -> float:
