@@ -344,10 +344,12 @@ def test_agent_is_the_single_box_config_with_exactly_the_documented_changes() ->
     assert agent["service"]["pipelines"]["metrics"]["receivers"] == ["otlp", "span_metrics"]
     lb = agent["exporters"]["load_balancing"]
     assert lb["routing_key"] == "traceID" and "dns" in lb["resolver"]
-    # A failure on a dead gateway must come back to the load_balancing level, which routes it again.
-    assert lb["protocol"]["otlp"]["retry_on_failure"]["enabled"] is False
-    assert lb["protocol"]["otlp"]["sending_queue"]["enabled"] is False
-    assert lb["retry_on_failure"]["enabled"] is True and lb["sending_queue"]["enabled"] is True
+    # Each span at most once: the top-level retry re-sends whole requests (duplicates in Tempo), a per-gateway
+    # retry cannot route elsewhere, a per-gateway queue hides its drops; one queue keeps the pipeline moving.
+    assert lb["retry_on_failure"] == {"enabled": False}
+    assert lb["protocol"]["otlp"]["retry_on_failure"] == {"enabled": False}
+    assert lb["protocol"]["otlp"]["sending_queue"] == {"enabled": False}
+    assert lb["sending_queue"]["enabled"] is True
 
 
 def test_gateway_keeps_every_trace_the_sdk_marked_and_exports_only_to_tempo() -> None:
@@ -425,3 +427,54 @@ def test_the_single_box_compose_is_unchanged_by_the_fleet_file(tmp_path: Path) -
     services = json.loads(proc.stdout)["services"]
     assert not [n for n in services if n.startswith("otel-gateway")]
     assert services["otel-collector"]["command"] == ["--config=/etc/otelcol/config.yaml"]
+
+
+#: The configs an operator runs the fleet from, by the name the README's variable table gives them.
+ADDRESS_CONFIGS = {"single box": REPO / "collector" / "config.yaml", "agent": AGENT, "gateway": GATEWAY,
+                   "prometheus": REPO / "prometheus" / "prometheus.fleet.yml", "tempo": REPO / "tempo" / "tempo.yaml"}
+#: ${env:NAME:-default} (collector) or ${NAME:-default} / ${NAME} (Tempo's -config.expand-env, compose)
+VARIABLE = re.compile(r"\$\{(?:env:)?([A-Z][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _readme_variable_table() -> list[tuple[str, set[str], str]]:
+    """(name or setting, configs, default) for each row of the README's fleet variable table."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("<!-- fleet-variables:start -->\n")[1].split("<!-- fleet-variables:end -->")[0]
+    rows = []
+    for line in section.splitlines()[2:]:  # header and rule
+        name, configs, default, _ = (cell.strip() for cell in line.strip("|").split("|"))
+        rows.append((name.strip("`"), {c.strip() for c in configs.split(",")}, default.strip("`")))
+    return rows
+
+
+def _literal_addresses() -> dict[str, set[str]]:
+    """Addresses Prometheus and Tempo read from their files (neither expands variables there as we run them):
+    every scrape and alerting target; Tempo's listeners, OTLP receiver and the generator's remote write.
+    Tempo's ingester and memberlist bind 127.0.0.1: inside the single binary, not an operator's business."""
+    prom = yaml.safe_load(ADDRESS_CONFIGS["prometheus"].read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    targets |= {t for am in prom["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]}
+    tempo = yaml.safe_load(ADDRESS_CONFIGS["tempo"].read_text())
+    server = tempo["server"]
+    return {"prometheus": targets, "tempo": {
+        f"{server['http_listen_address']}:{server['http_listen_port']}",
+        f"{server['grpc_listen_address']}:{server['grpc_listen_port']}",
+        tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+        *(rw["url"] for rw in tempo["metrics_generator"]["storage"]["remote_write"])}}
+
+
+def test_readme_names_every_variable_and_address_of_the_fleet_configs_with_its_default() -> None:
+    used: dict[str, tuple[set[str], str]] = {}
+    for config, path in ADDRESS_CONFIGS.items():
+        for name, default in VARIABLE.findall(path.read_text()):
+            configs, known = used.setdefault(name, (set(), default))
+            assert default == known, f"{name} defaults to {known!r} in one config and {default!r} in {config}"
+            configs.add(config)
+    rows = _readme_variable_table()
+    table = {name: (configs, default) for name, configs, default in rows if VARIABLE.fullmatch(f"${{{name}}}")}
+    assert sorted(table) == sorted(used), "README fleet variable table: a variable is missing or not used"
+    assert table == used
+    literal = _literal_addresses()
+    for config in ("prometheus", "tempo"):
+        assert {default for name, configs, default in rows if name not in table and configs == {config}} \
+            == literal[config], f"README fleet variable table: {config}'s addresses"
