@@ -13,9 +13,9 @@ started flow or stage current for one call, so risk checks and orders made there
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar, Token
-from typing import Any, ContextManager
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -79,7 +79,7 @@ class _Lasting(BlockScope):
         if self.engine is not None:
             self.close()
 
-    def activate(self) -> ContextManager[Any]:
+    def activate(self) -> AbstractContextManager[Any]:
         """Current for the block, not ended by it: spans made inside (risk checks, orders) become children, and
         :func:`current_flow` is this flow."""
         return self._active()
@@ -253,7 +253,7 @@ class _IdleFlow(TradeFlow):
     def finish(self, *, outcome: str | None = None) -> None:
         pass
 
-    def activate(self) -> ContextManager[Any]:
+    def activate(self) -> AbstractContextManager[Any]:
         return nullcontext(self)
 
 

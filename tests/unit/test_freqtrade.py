@@ -113,6 +113,26 @@ def test_dry_run_trade_is_one_trace_signal_entry_execution_exit_with_simulated_o
         "signal", "entry", "execution", "exit"}
 
 
+def test_dry_run_limit_order_rests_acknowledged_until_the_market_reaches_it(
+        bot: Callable[..., Any], cap: Capture, venue: FakeBinance) -> None:
+    ft = bot(dry_run=True)
+    ft.strategy.order_types = {**ft.strategy.order_types, "entry": "limit"}
+    ft.config["entry_pricing"]["price_side"] = "same"  # buy at the bid, a cent under the ask: the order rests
+    ft.process()
+
+    order = cap.span(semconv.SPAN_ORDER)
+    assert (order.attributes[semconv.ORDER_TYPE], order.attributes[semconv.ORDER_STATUS]) == ("limit", "open")
+    (ack,) = cap.spans(semconv.SPAN_ORDER_EVENT)
+    assert ack.attributes[semconv.ORDER_EVENT] == "ack" and ack.parent.span_id == order.context.span_id
+
+    venue.fill_price = "100.40"  # the market comes down through the order: freqtrade's simulation fills it
+    ft.process()
+    fill = _one(cap, semconv.SPAN_ORDER_EVENT, **{semconv.ORDER_EVENT: "fill", semconv.SIDE: "buy"})
+    assert fill.parent.span_id == order.context.span_id
+    assert fill.attributes[semconv.FILL_PRICE] == 100.49  # at its limit
+    assert cap.point(semconv.FILL_LATENCY.name, side="buy").count == 1
+
+
 def test_live_orders_are_ccxt_spans_under_the_stages_with_one_fill_each_from_the_venue_replies(
         bot: Callable[..., Any], cap: Capture, venue: FakeBinance) -> None:
     ft = bot(dry_run=False)
@@ -135,6 +155,27 @@ def test_live_orders_are_ccxt_spans_under_the_stages_with_one_fill_each_from_the
     events = sorted((p.attributes[semconv.SIDE], p.attributes[semconv.ORDER_EVENT], p.value)
                     for p in cap.points(semconv.ORDER_EVENTS.name))
     assert events == [("buy", "fill", 1), ("sell", "fill", 1)]
+
+
+def test_live_limit_order_filled_later_is_found_by_freqtrades_fetch_order_and_filled_once(
+        bot: Callable[..., Any], cap: Capture, venue: FakeBinance) -> None:
+    ft = bot(dry_run=False)
+    ft.strategy.order_types = {**ft.strategy.order_types, "entry": "limit"}
+    ft.config["entry_pricing"]["price_side"] = "same"
+    ft.process()
+    (sent,) = venue.received("POST", "/api/v3/order")
+    assert sent.params["type"] == "LIMIT"
+    order = cap.span(semconv.SPAN_ORDER)
+    assert cap.span(semconv.SPAN_ORDER_EVENT).attributes[semconv.ORDER_EVENT] == "ack"
+
+    venue.fill(order.attributes[semconv.ORDER_ID])
+    ft.strategy.deny_exits = True  # only the fill in this loop
+    ft.process()
+    query = cap.span(semconv.SPAN_ORDER_QUERY)  # freqtrade's fetch_order, through ccxt
+    assert query.attributes[semconv.ORDER_STATUS] == "closed"
+    fills = [s for s in cap.spans(semconv.SPAN_ORDER_EVENT) if s.attributes[semconv.ORDER_EVENT] == "fill"]
+    assert [f.parent.span_id for f in fills] == [order.context.span_id]  # ccxt's reply; order_filled adds none
+    assert cap.point(semconv.ORDER_EVENTS.name, order__event="fill").value == 1
 
 
 def test_confirm_trade_entry_saying_no_is_a_rejected_trade_without_orders(

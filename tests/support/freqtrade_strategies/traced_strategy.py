@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from freqtrade.strategy import IStrategy
 from pandas import DataFrame
@@ -17,11 +17,11 @@ from qt_telemetry.freqtrade import QtTelemetry
 class TracedStrategy(QtTelemetry, IStrategy):
     INTERFACE_VERSION = 3
     timeframe = "1m"
-    minimal_roi = {"0": 100.0}  # never: exits come from custom_exit
+    minimal_roi: ClassVar[dict[str, float]] = {"0": 100.0}  # never: exits come from custom_exit
     stoploss = -0.10
     startup_candle_count = 0
     process_only_new_candles = False
-    order_types = {"entry": "market", "exit": "market", "stoploss": "market", "stoploss_on_exchange": False}
+    order_types: ClassVar[dict[str, Any]] = {"entry": "market", "exit": "market", "stoploss": "market", "stoploss_on_exchange": False}
     deny_entries = False
     deny_exits = False
 
