@@ -259,7 +259,7 @@ class Bot:
 
     def _qt(self, endpoint: str | None, engine: str = "process") -> None:
         import qt_telemetry as qt
-        from qt_telemetry._state import STATE
+        from qt_telemetry._engine.recorder.state import STATE
 
         if endpoint is not None:
             qt.init(endpoint=endpoint, engine=engine, log_correlation=False)
@@ -422,7 +422,7 @@ import os, sys, time
 sys.path.insert(0, {repo!r})
 from benchmarks.bench_overhead import Bot, rss_mib
 import qt_telemetry as qt
-from qt_telemetry._state import STATE
+from qt_telemetry._engine.recorder.state import STATE
 bot = Bot("qt_process", {endpoint!r})
 exporter = STATE.engine.outbox.channel._proc.pid
 for _ in range(20000):

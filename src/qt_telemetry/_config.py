@@ -511,17 +511,6 @@ def _batch_settings(env: Mapping[str, str]) -> BatchSettings:
     return BatchSettings(queue, batch, delay, timeout)
 
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
-
-
-def checked_name(value: str, what: str) -> str:
-    """Validate a rule/switch/feed name at configuration time (it becomes a metric label)."""
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise ConfigurationError(f"{what}={show(value)}: use 1-64 characters, a letter first, then letters, digits, "
-                                 "'_', '.', ':' or '-'")
-    return value
-
-
 def settings_table() -> str:
     """The README's configuration table, generated from :data:`SETTINGS` (a test keeps them equal)."""
     rows = ["| `init()` argument | variables (first wins) | default | what |", "|---|---|---|---|"]

@@ -1,6 +1,6 @@
 """``init()`` once at startup, ``shutdown()`` (or just exiting) at the end, ``force_flush()`` when you must know.
 
-``init()`` validates every setting, picks the engine (see :mod:`qt_telemetry._engines`), installs what the rest of
+``init()`` validates every setting, picks the engine (see :mod:`qt_telemetry._engine.recorder.engines`), installs what the rest of
 the process needs (a tracer provider for other instrumentation, log correlation, exit and fork handlers) and
 returns at once: the exporter process starts in the background. Exiting never waits on the network: what is
 recorded is handed to the exporter, which exports it after the trading process is gone.
@@ -20,37 +20,27 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics._internal import _ProxyMeterProvider
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from qt_telemetry import _config, _safety, logs
+from qt_telemetry import _config, logs
 from qt_telemetry._config import ConfigurationError, Settings, show
-from qt_telemetry._convert import Converter
-from qt_telemetry._engines import (
-    Engine,
-    LocalChannel,
-    ProcessChannel,
-    QueuedEngine,
-    RecordEngine,
-    RecordingProcessor,
-    SdkEngine,
-    error_counter,
-    release_exporters,
-)
-from qt_telemetry._gauges import current_number
-from qt_telemetry._outbox import Outbox
-from qt_telemetry._pipeline import Pipeline, base_resource, otlp_metric_exporter, otlp_span_exporter, views
-from qt_telemetry._records import GAUGE, finite
-from qt_telemetry._redaction import Redactor
-from qt_telemetry._sampling import HeadSampler
-from qt_telemetry._state import STATE
+from qt_telemetry._engine.recorder.engines import Engine, QueuedEngine, RecordEngine, RecordingProcessor, error_counter
+from qt_telemetry._engine.recorder.outbox import Outbox
+from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.sampling import HeadSampler
+from qt_telemetry._engine.recorder.state import INHERIT_VARIABLE, STATE
+from qt_telemetry._engine.resource import base_resource
+from qt_telemetry._engine.transport.channel import ProcessChannel, release_exporters
+from qt_telemetry._engine.transport.records import GAUGE
+from qt_telemetry._values import current_number, finite
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricReader
 
 _log = logging.getLogger("qt_telemetry")
 _EXIT_BUDGET_S = 0.15
@@ -117,7 +107,7 @@ def init(
     arguments = {k: v for k, v in locals().items() if k not in ("span_processors", "metric_readers")}
     settings = _config.resolve(**{k: v for k, v in arguments.items() if v is not None})
     processors = _checked_sequence(span_processors, "span_processors", SpanProcessor)
-    readers = _checked_sequence(metric_readers, "metric_readers", MetricReader)
+    readers = _checked_sequence(metric_readers, "metric_readers", _metric_reader_class()) if metric_readers else []
     with STATE.lock:
         if STATE.installed is not None:
             warnings.warn("qt_telemetry.init() was already called; keeping the first setup", RuntimeWarning,
@@ -129,7 +119,7 @@ def init(
         installed = _install(settings, processors, readers)
         STATE.installed = installed
         STATE.engine = installed.engine
-    _safety.set_error_sink(error_counter(installed.engine))
+    STATE.error_sink = error_counter(installed.engine)
     installed.engine.send_board(STATE.board)
     if settings.log_correlation:
         logs.install()
@@ -156,7 +146,7 @@ def shutdown(timeout: float | None = None) -> bool:
             STATE.engine = None
     if installed is None:
         return True
-    _safety.set_error_sink(None)
+    STATE.error_sink = None
     logs.uninstall()
     os.environ.pop(INHERIT_VARIABLE, None)
     return bool(installed.close(_budget(timeout, installed.settings)))
@@ -182,13 +172,12 @@ def _install(settings: Settings, processors: list[SpanProcessor], readers: list[
     listen = _metrics_socket(settings) if settings.mode == "local" else None
     try:
         if settings.engine == "inline":
-            return _install_records(settings, LocalChannel(Pipeline(settings, remote=False, listen_socket=listen)),
-                                    listen)
+            return _install_records(settings, _local_channel(settings, listen), listen)
         try:
             channel: Any = ProcessChannel(settings, listen)
         except OSError as exc:  # no helper process possible here (frozen app, sandbox): same records, in-process
             _log.warning("qt-telemetry: cannot start the exporter process (%r); exporting from a thread instead", exc)
-            channel = LocalChannel(Pipeline(settings, remote=False, listen_socket=listen))
+            channel = _local_channel(settings, listen)
         installed = _install_records(settings, channel, listen)
         if isinstance(channel, ProcessChannel) and channel.address:
             _offer_to_spawned_children(settings, channel.address, installed.engine)
@@ -197,6 +186,20 @@ def _install(settings: Settings, processors: list[SpanProcessor], readers: list[
         if listen is not None:
             listen.close()
         raise
+
+
+def _local_channel(settings: Settings, listen: socket.socket | None) -> Any:
+    """The ``inline`` engine's channel: the exporter's conversion on a thread of this process."""
+    from qt_telemetry._engine.exporter.inprocess import LocalChannel
+    from qt_telemetry._engine.exporter.pipeline import Pipeline
+
+    return LocalChannel(Pipeline(settings, remote=False, listen_socket=listen))
+
+
+def _metric_reader_class() -> type:
+    from opentelemetry.sdk.metrics.export import MetricReader
+
+    return MetricReader
 
 
 def _install_records(settings: Settings, channel: Any, listen: socket.socket | None = None,
@@ -257,6 +260,12 @@ def _freeze_startup_objects() -> None:
 
 def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: list[MetricReader]) -> Installed:
     """The in-process path: our spans are SDK spans of the installed (or our) providers."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from qt_telemetry._engine.exporter.pipeline import Pipeline, otlp_metric_exporter, otlp_span_exporter, views
+
     resource = base_resource(settings)
     resource = resource.merge(_instance(resource))
     created_tp: TracerProvider | None = None
@@ -266,7 +275,7 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
         if settings.mode == "otlp" and settings.traces.enabled:
             created_tp.add_span_processor(BatchSpanProcessor(otlp_span_exporter(settings)))
         if settings.console:
-            from qt_telemetry._console import TraceSummaryExporter
+            from qt_telemetry._engine.exporter.console import TraceSummaryExporter
 
             created_tp.add_span_processor(BatchSpanProcessor(TraceSummaryExporter(), schedule_delay_millis=500))
         for processor in processors:
@@ -337,10 +346,6 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
     return Installed(_info(settings, resource, _metrics_url(listen), owns, "sdk"), settings, engine, close, flush)
 
 
-#: multiprocessing "spawn" children find the parent's exporter here (set by init(), read by the child's first call).
-INHERIT_VARIABLE = "QT_TELEMETRY__INHERIT"
-
-
 def _offer_to_spawned_children(settings: Settings, address: str, engine: Engine) -> None:
     shared = json.loads(settings.to_json())
     shared["secret_values"] = []  # never in the environment; a child registers its own (e.g. ccxt keys)
@@ -356,7 +361,7 @@ def join_parent() -> Engine | None:
         return None
     with STATE.lock:
         if STATE.installed is not None:
-            return STATE.engine  # type: ignore[no-any-return]
+            return STATE.engine
         try:
             inherited = json.loads(raw)
             settings = Settings.from_json(json.dumps(inherited["settings"]))
@@ -370,18 +375,20 @@ def join_parent() -> Engine | None:
             return None
         STATE.installed = installed
         STATE.engine = installed.engine
-    _safety.set_error_sink(error_counter(installed.engine))
+    STATE.error_sink = error_counter(installed.engine)
     installed.engine.send_board(STATE.board)
     _register_exit()
     return installed.engine
 
 
-def sdk_engine_for_installed_providers(settings: Settings | None = None) -> SdkEngine | None:
+def sdk_engine_for_installed_providers(settings: Settings | None = None) -> Engine | None:
     """An ``sdk`` engine on whatever providers are installed globally right now."""
     provider = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider):
         return None
-    from qt_telemetry._convert import SCOPE
+    from qt_telemetry._engine.exporter.convert import SCOPE, Converter
+    from qt_telemetry._engine.exporter.inprocess import SdkEngine
+    from qt_telemetry._redaction import Redactor
 
     s = settings or _config.resolve(mode="none")
     converter = Converter(
@@ -400,7 +407,7 @@ def _gauge_tick() -> list[tuple[Any, ...]]:
     for name, key, value in STATE.board.all():
         number, problem = current_number(value)
         if number is None:
-            _safety.telemetry_error(problem or "gauge_bad_value")
+            telemetry_error(problem or "gauge_bad_value")
             continue
         out.append((GAUGE, name, dict(key), number))
     return out
@@ -462,7 +469,7 @@ def _budget(timeout: Any, settings: Settings) -> float:
         return settings.shutdown_timeout_s
     number = finite(timeout) if not isinstance(timeout, str | bool) else None
     if number is None or number <= 0 or not math.isfinite(number):
-        _safety.telemetry_error("bad_timeout", f"timeout={show(timeout)}")
+        telemetry_error("bad_timeout", f"timeout={show(timeout)}")
         return settings.shutdown_timeout_s
     return min(number, 600.0)
 
@@ -524,3 +531,7 @@ def _reset_for_tests() -> None:
     installed = STATE.installed
     if installed is not None:
         shutdown(1.0)
+
+
+STATE.join = join_parent
+STATE.foreign = sdk_engine_for_installed_providers

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from qt_telemetry import semconv
-from qt_telemetry._config import ConfigurationError, checked_name
-from qt_telemetry._records import text
-from qt_telemetry._safety import telemetry_error
-from qt_telemetry._scope import record_event
-from qt_telemetry._state import STATE
+from qt_telemetry._config import ConfigurationError
+from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.scope import record_event
+from qt_telemetry._engine.recorder.state import STATE
+from qt_telemetry._values import text
 
 
 def normalize_breaker_state(state: Any) -> str | None:
@@ -91,7 +91,7 @@ def observe_pybreaker(breaker: Any, *, name: str | None = None) -> Any:
     label = name or getattr(breaker, "name", None)
     if not label:
         raise ConfigurationError("name: this breaker has no name; pass name='...'")
-    checked_name(str(label), "name")
+    semconv.checked_name(str(label), "name")
     if not callable(getattr(breaker, "add_listener", None)):
         raise ConfigurationError(f"breaker: {type(breaker).__name__} is not a pybreaker.CircuitBreaker")
     breaker.add_listener(PyBreakerListener(str(label)))

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from qt_telemetry import semconv
-from qt_telemetry._config import ConfigurationError, checked_name, show
-from qt_telemetry._records import text
-from qt_telemetry._safety import telemetry_error
-from qt_telemetry._scope import record_event
-from qt_telemetry._state import STATE
+from qt_telemetry._config import ConfigurationError, show
+from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.scope import record_event
+from qt_telemetry._engine.recorder.state import STATE
+from qt_telemetry._values import text
 
 _GAP_AND_MESSAGE = semconv.FEED_GAP.name
 _MESSAGES = semconv.FEED_MESSAGES.name
@@ -35,7 +35,7 @@ class FeedMonitor:
     """Health of one market-data feed (e.g. ``FeedMonitor("binance-ws")``)."""
 
     def __init__(self, feed: str, *, max_symbols: int = 1000) -> None:
-        self.feed = checked_name(feed, "feed")
+        self.feed = semconv.checked_name(feed, "feed")
         if isinstance(max_symbols, bool) or not isinstance(max_symbols, int) or max_symbols < 1:
             raise ConfigurationError(f"max_symbols={show(max_symbols)}: expected a positive whole number")
         self.max_symbols = max_symbols

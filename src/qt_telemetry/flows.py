@@ -22,10 +22,10 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from qt_telemetry import semconv
-from qt_telemetry._records import finite, plain, text
-from qt_telemetry._safety import telemetry_error
-from qt_telemetry._scope import BlockScope
-from qt_telemetry._state import STATE, idle
+from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.scope import BlockScope
+from qt_telemetry._engine.recorder.state import STATE, idle
+from qt_telemetry._values import clean_attributes, finite, plain, text
 
 _CURRENT_FLOW: ContextVar[TradeFlow | None] = ContextVar("qt_telemetry_flow", default=None)
 
@@ -40,16 +40,6 @@ _STAGE_SPANS = {
 def current_flow() -> TradeFlow | None:
     """The trade flow active in this context (thread or asyncio task), if any."""
     return _CURRENT_FLOW.get()
-
-
-def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """User keyword attributes, record-safe (secret names are refused later, with every other attribute)."""
-    out = {}
-    for key, value in attributes.items():
-        clean = plain(value)
-        if clean is not None:
-            out[key] = clean
-    return out
 
 
 _FINISH_OUTCOMES = (semconv.OUTCOME_OK, semconv.OUTCOME_REJECTED, semconv.OUTCOME_CANCELLED, semconv.OUTCOME_ERROR)

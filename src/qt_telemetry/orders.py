@@ -16,14 +16,14 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
 from qt_telemetry import semconv
-from qt_telemetry._callargs import ArgumentReader
 from qt_telemetry._config import ConfigurationError, show
-from qt_telemetry._orderstore import OrderRecord, OrderStore
-from qt_telemetry._records import finite, plain, text
-from qt_telemetry._safety import telemetry_error
-from qt_telemetry._scope import BlockScope, SpanScope, link_to_current
-from qt_telemetry._state import STATE
-from qt_telemetry._wrapping import traced
+from qt_telemetry._engine.recorder.callargs import ArgumentReader
+from qt_telemetry._engine.recorder.orderstore import OrderRecord, OrderStore
+from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.scope import BlockScope, SpanScope, link_to_current
+from qt_telemetry._engine.recorder.state import STATE
+from qt_telemetry._engine.recorder.wrapping import traced
+from qt_telemetry._values import clean_attributes, finite, plain, text
 from qt_telemetry.flows import current_flow
 
 P = ParamSpec("P")
@@ -165,7 +165,7 @@ def order_span(*, venue: Any, symbol: Any = None, side: Any = None, order_type: 
     values = {semconv.VENUE: venue, semconv.SYMBOL: symbol, semconv.SIDE: side, semconv.ORDER_TYPE: order_type,
               semconv.ORDER_QUANTITY: quantity, semconv.ORDER_PRICE: price, semconv.ORDER_CLIENT_ID: client_order_id,
               **attributes}
-    scope = OrderCall({k: v for k, v in ((k, plain(v)) for k, v in values.items()) if v is not None},
+    scope = OrderCall(clean_attributes(values),
                       (_NO_ARGUMENTS, False, (), {}, current_flow()), client_order_id if name == semconv.SPAN_ORDER
                       else None)
     scope.name = name
@@ -224,15 +224,10 @@ def _static_attributes(attributes: Any) -> dict[str, Any]:
     if attributes is None:
         return {}
     try:
-        items = list(attributes.items()) if isinstance(attributes, Mapping) else list(attributes)
-        out = {}
-        for key, value in items:
-            if not isinstance(key, str) or not key:
-                raise ValueError(key)
-            clean = plain(value)
-            if clean is not None:
-                out[key] = clean
-        return out
+        items = dict(attributes.items()) if isinstance(attributes, Mapping) else dict(attributes)
+        if not all(isinstance(key, str) and key for key in items):
+            raise ValueError(items)
+        return clean_attributes(items)
     except (TypeError, ValueError):
         raise ConfigurationError(f"attributes={show(attributes)}: expected a mapping (or pairs) of names to "
                                  "values") from None
@@ -321,10 +316,7 @@ def _order_event(event: str, client_order_id: Any, reason: Any, extra: Mapping[s
         attrs: dict[str, Any] = dict(record.attributes) if record is not None else {}
         if key is not None:
             attrs[semconv.ORDER_CLIENT_ID] = key
-        for name, value in extra.items():
-            clean = plain(value)
-            if clean is not None:
-                attrs[name] = clean
+        attrs.update(clean_attributes(extra))
         if reason is not None:
             attrs[semconv.REASON] = text(reason) or "unknown"
         if fill is not None:

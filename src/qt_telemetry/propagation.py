@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 
-from qt_telemetry._safety import telemetry_error
+from qt_telemetry._engine.recorder.safety import telemetry_error
 
 
 class _BytesTolerantGetter(Getter[Mapping[Any, Any]]):

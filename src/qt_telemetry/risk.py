@@ -10,14 +10,13 @@ from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from qt_telemetry import semconv
-from qt_telemetry._config import checked_name
-from qt_telemetry._gauges import GaugeValue
-from qt_telemetry._records import finite, text
-from qt_telemetry._safety import telemetry_error
-from qt_telemetry._scope import BlockScope, SpanScope
-from qt_telemetry._state import STATE
-from qt_telemetry._wrapping import traced
-from qt_telemetry.flows import clean_attributes, current_flow
+from qt_telemetry._engine.recorder.gauges import GaugeValue
+from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.scope import BlockScope, SpanScope
+from qt_telemetry._engine.recorder.state import STATE
+from qt_telemetry._engine.recorder.wrapping import traced
+from qt_telemetry._values import clean_attributes, finite, text
+from qt_telemetry.flows import current_flow
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -117,7 +116,7 @@ def _verdict(scope: SpanScope, result: Any) -> None:
 def risk_check(rule: str, **attributes: Any) -> _RiskRule:
     """One risk rule (``max_position``, ``daily_loss``, ...): ``with risk_check("daily_loss") as check:`` or
     ``@risk_check("max_position")``. The rule name is validated here, at configuration time."""
-    return _RiskRule(checked_name(rule, "rule"), attributes)
+    return _RiskRule(semconv.checked_name(rule, "rule"), attributes)
 
 
 # --- risk gauges ---------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from qt_telemetry._config import ConfigurationError, show
+
 InstrumentKind = Literal["counter", "histogram", "gauge", "updowncounter"]
 
 # --- bucket boundaries ----------------------------------------------------------------------------------
@@ -117,6 +119,11 @@ EVENT_KILL_SWITCH: Final = "qt.kill_switch.change"
 EVENT_BREAKER: Final = "qt.circuit_breaker.transition"
 EVENT_RISK_REJECTED: Final = "qt.risk.rejected"
 EVENT_EXCEPTION: Final = "exception"
+#: The exception event's attributes (OpenTelemetry's ``exception.*`` conventions).
+EXCEPTION_TYPE: Final = "exception.type"
+EXCEPTION_MESSAGE: Final = "exception.message"
+EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+EXCEPTION_ESCAPED: Final = "exception.escaped"
 EVENT_FEED_CONNECTED: Final = "qt.feed.connected"
 EVENT_FEED_DISCONNECTED: Final = "qt.feed.disconnected"
 
@@ -257,6 +264,18 @@ HEARTBEAT: Final = MetricSpec(
     "qt.telemetry.heartbeat", "gauge", "s",
     "Unix time of the SDK's latest export: a dead bot or exporter stops it, so silence is never 'all quiet'.")
 
+#: Which metrics each span yields: (metric, value) where value is "duration", a constant or an attribute key.
+SPAN_METRICS: Final[dict[str, tuple[tuple[MetricSpec, float | str], ...]]] = {
+    SPAN_ORDER: ((ORDER_LATENCY, "duration"),),
+    SPAN_ORDER_CANCEL: ((ORDER_CANCEL_LATENCY, "duration"),),
+    SPAN_TRADE: ((TRADE_DURATION, "duration"), (TRADES, 1)),
+    SPAN_SIGNAL: ((STAGE_DURATION, "duration"),),
+    SPAN_ENTRY: ((STAGE_DURATION, "duration"),),
+    SPAN_EXECUTION: ((STAGE_DURATION, "duration"),),
+    SPAN_EXIT: ((STAGE_DURATION, "duration"),),
+    SPAN_RISK_CHECK: ((RISK_CHECK_LATENCY, "duration"), (RISK_CHECKS, 1)),
+    SPAN_ORDER_EVENT: ((ORDER_EVENTS, 1), (SLIPPAGE, SLIPPAGE_BPS), (FILL_LATENCY, FILL_LATENCY_S)),
+}
 #: Every metric qt-telemetry defines, by OTel name.
 METRICS: Final = {
     m.name: m
@@ -295,3 +314,16 @@ def prometheus_name(name: str, unit: str, kind: InstrumentKind) -> str:
 def prometheus_label(key: str) -> str:
     """The Prometheus label name for an attribute key (dots become underscores)."""
     return re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+# --- names users give (rules, switches, feeds, breakers): they become metric labels -----------------------
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+
+
+def checked_name(value: str, what: str) -> str:
+    """Validate a rule/switch/feed name at configuration time (it becomes a metric label)."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigurationError(f"{what}={show(value)}: use 1-64 characters, a letter first, then letters, digits, "
+                                 "'_', '.', ':' or '-'")
+    return value

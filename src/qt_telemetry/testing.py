@@ -87,7 +87,7 @@ def reset_globals() -> None:
     from opentelemetry.util._once import Once
 
     from qt_telemetry import _setup, logs
-    from qt_telemetry._state import STATE
+    from qt_telemetry._engine.recorder.state import STATE
 
     _setup._reset_for_tests()
     logs.uninstall()
@@ -106,11 +106,12 @@ def capture_telemetry(**settings: Any) -> Iterator[Capture]:
     Keyword arguments are ``init()`` settings that shape the conversion (e.g. ``trace_keep_ratio=0.1``,
     ``secret_values=[...]``, ``native_histograms=True``).
     """
-    from qt_telemetry import _config, _safety
-    from qt_telemetry._engines import RecordingProcessor, SyncEngine, error_counter
-    from qt_telemetry._pipeline import Pipeline, views
-    from qt_telemetry._sampling import HeadSampler
-    from qt_telemetry._state import STATE
+    from qt_telemetry import _config
+    from qt_telemetry._engine.exporter.inprocess import SyncEngine
+    from qt_telemetry._engine.exporter.pipeline import Pipeline, views
+    from qt_telemetry._engine.recorder.engines import RecordingProcessor, error_counter
+    from qt_telemetry._engine.recorder.sampling import HeadSampler
+    from qt_telemetry._engine.recorder.state import STATE
 
     reset_globals()
     cap = Capture()
@@ -128,7 +129,7 @@ def capture_telemetry(**settings: Any) -> Iterator[Capture]:
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     STATE.engine = engine
-    _safety.set_error_sink(error_counter(engine))
+    STATE.error_sink = error_counter(engine)
     engine.send_board(STATE.board)
     try:
         yield cap

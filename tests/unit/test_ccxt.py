@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import qt_telemetry as qt
 from qt_telemetry import semconv
-from qt_telemetry._state import STATE
+from qt_telemetry._engine.recorder.state import STATE
 from qt_telemetry.ccxt import instrument_ccxt, uninstrument_ccxt
 from qt_telemetry.testing import Capture
 from tests.support import fake_binance

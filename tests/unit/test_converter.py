@@ -9,9 +9,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from qt_telemetry import _records as R
 from qt_telemetry import semconv
-from qt_telemetry._convert import Converter
+from qt_telemetry._engine.exporter.convert import Converter
+from qt_telemetry._engine.transport import records as R
 from qt_telemetry._redaction import Redactor
 
 

@@ -18,7 +18,7 @@ from tests.support.servers import REPO
 BOT = textwrap.dedent("""
     import os, sys, time
     import qt_telemetry as qt
-    from qt_telemetry._state import STATE
+    from qt_telemetry._engine.recorder.state import STATE
 
     qt.init()
     STATE.engine.secrets(("K3Y-PLANTED-42",))  # what an integration registers (ccxt's API key)

@@ -6,8 +6,8 @@ import pytest
 
 import qt_telemetry as qt
 from qt_telemetry import semconv
+from qt_telemetry._engine.recorder.state import STATE
 from qt_telemetry._redaction import Redactor
-from qt_telemetry._state import STATE
 from qt_telemetry.testing import Capture, capture_telemetry
 
 redact = Redactor().text

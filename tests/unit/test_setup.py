@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import qt_telemetry as qt
 from qt_telemetry import semconv
-from qt_telemetry._console import TraceSummaryExporter
-from qt_telemetry._state import STATE
+from qt_telemetry._engine.exporter.console import TraceSummaryExporter
+from qt_telemetry._engine.recorder.state import STATE
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.usefixtures("clean_globals")

@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import qt_telemetry as qt
-from qt_telemetry._scope import SpanScope
-from qt_telemetry._state import STATE
+from qt_telemetry._engine.recorder.scope import SpanScope
+from qt_telemetry._engine.recorder.state import STATE
 
 LOW56 = (1 << 56) - 1
 #: Position in the 20-trade cycle -> category (everything else is "healthy").

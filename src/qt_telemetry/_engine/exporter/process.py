@@ -1,6 +1,6 @@
 """The exporter process: records in over a private socket, OTLP out. Started by ``init()``; never by hand.
 
-    python -m qt_telemetry._exporter <pair fd> <named socket fd> <life fd> <config fd> [<metrics listen fd>]
+    python -m qt_telemetry._engine.exporter <pair fd> <named socket fd> <life fd> <config fd> [<metrics listen fd>]
 
 It runs the OTel SDK (span building, aggregation, protobuf encoding, retries) off the trading process's GIL.
 It ends by itself: when every trading process that shared it is gone (the life pipe reads EOF) it exports
@@ -20,10 +20,10 @@ import threading
 import time
 from typing import Any
 
-from qt_telemetry import _records as R
 from qt_telemetry._config import Settings
-from qt_telemetry._convert import ProducerState
-from qt_telemetry._pipeline import Pipeline
+from qt_telemetry._engine.exporter.convert import ProducerState
+from qt_telemetry._engine.exporter.pipeline import Pipeline
+from qt_telemetry._engine.transport import records as R
 
 _log = logging.getLogger("qt_telemetry")
 _MAX_DATAGRAM = 1 << 22
@@ -279,6 +279,3 @@ def main(argv: list[str]) -> int:
     sys.stdout.flush()
     os._exit(0)
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

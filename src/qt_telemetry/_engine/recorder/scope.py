@@ -22,13 +22,14 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.util import types
 
 from qt_telemetry import semconv
-from qt_telemetry._context import attach_span, current_span, detach
-from qt_telemetry._records import SPAN, plain
-from qt_telemetry._safety import telemetry_error
-from qt_telemetry._state import STATE
+from qt_telemetry._engine.recorder.context import attach_span, current_span, detach
+from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.state import STATE
+from qt_telemetry._engine.transport.records import SPAN
+from qt_telemetry._values import clean_attributes, plain
 
 if TYPE_CHECKING:
-    from qt_telemetry._engines import Engine
+    from qt_telemetry._engine.recorder.engines import Engine
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -137,12 +138,15 @@ class SpanScope(trace.Span):
         """Hook for subclasses: work that can wait until the record is made, off the trading thread."""
 
     def record(self) -> tuple[Any, ...]:
-        """This span as a SPAN record (see :mod:`qt_telemetry._records`); called once, after :meth:`close`."""
+        """This span as a SPAN record (see :mod:`qt_telemetry._engine.transport.records`); called once, after :meth:`close`."""
         self.finalize()
         state = self.trace_state
-        return (SPAN, self.name, self.kind.value, self.tid, self.sid, self.psid, self.parent_remote, self.sampled,
+        links = self.links
+        return (SPAN, self.name, self.kind.value, self.tid.to_bytes(16, "big"), self.sid.to_bytes(8, "big"),
+                self.psid.to_bytes(8, "big") if self.psid else None, self.parent_remote, self.sampled,
                 self.start_ns, self.end_ns, self.status_code, self.status_message, self.attributes, self.events,
-                self.links, state.to_header() if state else None, None)
+                [(t.to_bytes(16, "big"), s.to_bytes(8, "big")) for t, s in links] if links else None,
+                state.to_header() if state else None, None)
 
     def _failed(self, exc: BaseException) -> None:
         if is_cancellation(exc):
@@ -157,8 +161,8 @@ class SpanScope(trace.Span):
         self.status_code = StatusCode.ERROR.value
         self.status_message = f"{error_type}: {message}"[:512]
         self._add_event(semconv.EVENT_EXCEPTION, {
-            "exception.type": error_type, "exception.message": message,
-            "exception.stacktrace": _stack(exc), "exception.escaped": True,
+            semconv.EXCEPTION_TYPE: error_type, semconv.EXCEPTION_MESSAGE: message,
+            semconv.EXCEPTION_STACKTRACE: _stack(exc), semconv.EXCEPTION_ESCAPED: True,
         })
 
     def _add_event(self, name: str, attributes: dict[str, Any], timestamp: int | None = None) -> None:
@@ -186,24 +190,13 @@ class SpanScope(trace.Span):
                 self.attributes[key] = clean
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
-        try:
-            for key, value in attributes.items():
-                self.set_attribute(key, value)
-        except Exception:  # noqa: BLE001
-            telemetry_error("bad_attribute")
+        if not self.closed:
+            self.attributes.update(clean_attributes(attributes))
 
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
         if self.closed:
             return
-        clean: dict[str, Any] = {}
-        try:
-            for key, value in (attributes or {}).items():
-                item = plain(value)
-                if isinstance(key, str) and item is not None:
-                    clean[key] = item
-        except Exception:  # noqa: BLE001
-            telemetry_error("bad_attribute")
-        self._add_event(str(name), clean, timestamp)
+        self._add_event(str(name), clean_attributes(attributes or {}), timestamp)
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if not self.closed and context.is_valid:
@@ -226,8 +219,8 @@ class SpanScope(trace.Span):
                          timestamp: int | None = None, escaped: bool = False) -> None:
         error_type = _qualname(exception)
         self._add_event(semconv.EVENT_EXCEPTION, {
-            "exception.type": error_type, "exception.message": _message(exception, error_type),
-            "exception.stacktrace": _stack(exception), "exception.escaped": escaped,
+            semconv.EXCEPTION_TYPE: error_type, semconv.EXCEPTION_MESSAGE: _message(exception, error_type),
+            semconv.EXCEPTION_STACKTRACE: _stack(exception), semconv.EXCEPTION_ESCAPED: escaped,
         }, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
@@ -293,7 +286,7 @@ class EventScope(SpanScope):
 def record_event(span_name: str, event: str, attributes: dict[str, Any]) -> None:
     """Add ``event`` to the current span; with no trace active, a short span of its own carries it."""
     try:
-        clean = {k: v for k, v in ((k, plain(v)) for k, v in attributes.items()) if v is not None}
+        clean = clean_attributes(attributes)
         current = _get_current_span()
         if current.is_recording():
             current.add_event(event, clean)

@@ -33,10 +33,10 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from qt_telemetry import _records as R
 from qt_telemetry import semconv
-from qt_telemetry._gauges import current_number
+from qt_telemetry._engine.transport import records as R
 from qt_telemetry._redaction import Redactor
+from qt_telemetry._values import current_number, finite
 from qt_telemetry._version import __version__
 
 SCOPE = InstrumentationScope("qt_telemetry", __version__)
@@ -46,19 +46,6 @@ _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _RATIO_BITS = (1 << 56) - 1
 _NO_EXEMPLAR = Context()
 
-#: Which metrics each span yields: (metric, value) where value is "duration", a constant or an attribute key.
-SPAN_METRICS: dict[str, tuple[tuple[semconv.MetricSpec, float | str], ...]] = {
-    semconv.SPAN_ORDER: ((semconv.ORDER_LATENCY, "duration"),),
-    semconv.SPAN_ORDER_CANCEL: ((semconv.ORDER_CANCEL_LATENCY, "duration"),),
-    semconv.SPAN_TRADE: ((semconv.TRADE_DURATION, "duration"), (semconv.TRADES, 1)),
-    semconv.SPAN_SIGNAL: ((semconv.STAGE_DURATION, "duration"),),
-    semconv.SPAN_ENTRY: ((semconv.STAGE_DURATION, "duration"),),
-    semconv.SPAN_EXECUTION: ((semconv.STAGE_DURATION, "duration"),),
-    semconv.SPAN_EXIT: ((semconv.STAGE_DURATION, "duration"),),
-    semconv.SPAN_RISK_CHECK: ((semconv.RISK_CHECK_LATENCY, "duration"), (semconv.RISK_CHECKS, 1)),
-    semconv.SPAN_ORDER_EVENT: ((semconv.ORDER_EVENTS, 1), (semconv.SLIPPAGE, semconv.SLIPPAGE_BPS),
-                               (semconv.FILL_LATENCY, semconv.FILL_LATENCY_S)),
-}
 #: Span events that make a trace worth keeping whole.
 _KEEP_EVENTS = frozenset({semconv.EVENT_KILL_SWITCH, semconv.EVENT_BREAKER, semconv.EVENT_RISK_REJECTED})
 _KEEP_OUTCOMES = frozenset({semconv.OUTCOME_ERROR, semconv.OUTCOME_REJECTED})
@@ -142,7 +129,7 @@ class ProducerState:
     # --- metrics ----------------------------------------------------------------------------------------
     def measure(self, spec: semconv.MetricSpec, value: Any, attributes: Mapping[str, Any],
                 context: Context | None = _NO_EXEMPLAR) -> None:
-        number = R.finite(value)
+        number = finite(value)
         if number is None:
             self.error("bad_measurement")
             return
@@ -283,14 +270,14 @@ class Converter:
         name = _utf8(record[R.S_NAME])
         attributes = self.attributes(producer, record[R.S_ATTRS])
         sampled = record[R.S_SAMPLED]
-        trace_id, span_id = record[R.S_TRACE], record[R.S_SPAN]
+        trace_id, span_id = int.from_bytes(record[R.S_TRACE], "big"), int.from_bytes(record[R.S_SPAN], "big")
         is_ours = record[R.S_SCOPE] is None
         duration = record[R.S_END] - record[R.S_START]
-        keep = is_ours and self._keep(name, attributes, record, duration)
+        keep = is_ours and self._keep(name, attributes, record, trace_id, duration)
         if keep:
             attributes[semconv.SAMPLING_KEEP] = True
         exemplar = _exemplar_context(trace_id, span_id, sampled and keep)
-        for spec, source in SPAN_METRICS.get(name, ()) if is_ours else ():
+        for spec, source in semconv.SPAN_METRICS.get(name, ()) if is_ours else ():
             if source == "duration":
                 value: Any = duration / 1e9
             elif isinstance(source, str):
@@ -322,15 +309,18 @@ class Converter:
         state = TraceState.from_header([record[R.S_STATE]]) if record[R.S_STATE] else None
         context = SpanContext(trace_id, span_id, False, flags, state)
         parent_id = record[R.S_PARENT]
-        parent = SpanContext(trace_id, parent_id, record[R.S_REMOTE], flags, state) if parent_id else None
-        links = [Link(SpanContext(t, s, False, flags)) for t, s in record[R.S_LINKS] or ()]
+        parent = SpanContext(trace_id, int.from_bytes(parent_id, "big"), record[R.S_REMOTE], flags, state) \
+            if parent_id else None
+        links = [Link(SpanContext(int.from_bytes(t, "big"), int.from_bytes(s, "big"), False, flags))
+                 for t, s in record[R.S_LINKS] or ()]
         self._spans(ReadableSpan(
             name, context, parent, producer.resource, attributes, events, links, SpanKind(record[R.S_KIND]),
             status=status, start_time=record[R.S_START], end_time=record[R.S_END],
             instrumentation_scope=self._scope(record[R.S_SCOPE])))
 
-    def _keep(self, name: str, attributes: Mapping[str, Any], record: tuple[Any, ...], duration: int) -> bool:
-        if (record[R.S_TRACE] & _RATIO_BITS) < self.keep_bound:
+    def _keep(self, name: str, attributes: Mapping[str, Any], record: tuple[Any, ...], trace_id: int,
+              duration: int) -> bool:
+        if (trace_id & _RATIO_BITS) < self.keep_bound:
             return True
         if record[R.S_STATUS] == StatusCode.ERROR.value or attributes.get(semconv.OUTCOME) in _KEEP_OUTCOMES:
             return True

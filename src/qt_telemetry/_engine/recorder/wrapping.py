@@ -1,5 +1,5 @@
 """One way to trace a callable: sync, ``async``, generators and async generators, methods, partials and callable
-objects, all through :class:`~qt_telemetry._scope.SpanScope` and wrapt (which keeps the signature and binding).
+objects, all through :class:`~qt_telemetry._engine.recorder.scope.SpanScope` and wrapt (which keeps the signature and binding).
 
 The wrapper's contract: the user's arguments, return value, yielded values and exceptions pass through as the
 very same objects; the span is closed exactly once whatever happens; nothing of ours ever raises into the call.
@@ -16,10 +16,9 @@ from typing import Any
 import wrapt
 from opentelemetry import trace as _trace
 
-from qt_telemetry import _state
-from qt_telemetry._safety import telemetry_error
-from qt_telemetry._scope import SpanScope
-from qt_telemetry._state import STATE
+from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.scope import SpanScope
+from qt_telemetry._engine.recorder.state import STATE
 
 #: ``make(engine, instance, args, kwargs)`` -> an unopened scope for this call.
 ScopeFactory = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], SpanScope]
@@ -121,16 +120,16 @@ def traced(fn: Any, make: ScopeFactory, done: ResultHook | None = None) -> Any:
         # matters before init(), where the wrapper is all a call pays.
         @functools.wraps(fn)
         def function_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if STATE.engine is None and _trace._TRACER_PROVIDER is None and not _state.JOIN_PENDING:
-                return fn(*args, **kwargs)  # before init(): _state.idle(), inlined
+            if STATE.engine is None and _trace._TRACER_PROVIDER is None and not STATE.join_pending:
+                return fn(*args, **kwargs)  # before init(): state.idle(), inlined
             return traced_call(fn, None, args, kwargs)
 
         return function_wrapper
 
     @wrapt.decorator
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if STATE.engine is None and _trace._TRACER_PROVIDER is None and not _state.JOIN_PENDING:
-            return wrapped(*args, **kwargs)  # before init(): _state.idle(), inlined
+        if STATE.engine is None and _trace._TRACER_PROVIDER is None and not STATE.join_pending:
+            return wrapped(*args, **kwargs)  # before init(): state.idle(), inlined
         return traced_call(wrapped, instance, args, kwargs)
 
     return sync_wrapper(fn)

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from qt_telemetry import _records as R
+from qt_telemetry._engine.transport import records as R
 
 _log = logging.getLogger("qt_telemetry")
 _monotonic = time.monotonic

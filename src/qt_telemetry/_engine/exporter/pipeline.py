@@ -16,30 +16,20 @@ from opentelemetry.metrics import MeterProvider as ApiMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from qt_telemetry import semconv
-from qt_telemetry._config import DEFAULT_SERVICE_NAME, Settings
-from qt_telemetry._convert import Converter
+from qt_telemetry._config import Settings
+from qt_telemetry._engine.exporter.convert import Converter
+from qt_telemetry._engine.exporter.shipper import SpanShipper
+from qt_telemetry._engine.resource import base_resource
 from qt_telemetry._redaction import Redactor
-from qt_telemetry._shipper import SpanShipper
 
 _log = logging.getLogger("qt_telemetry")
 #: Exponential histograms for the latency metrics a trader reads quantiles from (Prometheus native histograms).
 NATIVE_HISTOGRAMS = (semconv.ORDER_LATENCY, semconv.STAGE_DURATION)
-
-
-def base_resource(settings: Settings) -> Resource:
-    """OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (via the SDK), our arguments over them, our default name."""
-    attributes: dict[str, Any] = dict(settings.resource_attributes)
-    if settings.service_name:
-        attributes[SERVICE_NAME] = settings.service_name
-    resource = Resource.create(attributes)
-    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
-    return resource
 
 
 def views(settings: Settings) -> list[View]:
@@ -82,7 +72,7 @@ class Pipeline:
         if s.mode == "otlp" and s.traces.enabled:
             out.append(otlp_span_exporter(s))
         if s.console:
-            from qt_telemetry._console import TraceSummaryExporter
+            from qt_telemetry._engine.exporter.console import TraceSummaryExporter
 
             out.append(TraceSummaryExporter())
         return out

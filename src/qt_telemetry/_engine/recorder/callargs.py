@@ -3,7 +3,7 @@
 Binding the full signature on every call (``inspect.Signature.bind``) costs several microseconds; instead we
 record, per field, which parameter holds it (position and default), so a call costs a few dict/tuple reads.
 Only allow-listed parameter names are ever read, so an ``api_key`` argument can never become an attribute, and
-values come out record-safe (:func:`qt_telemetry._records.plain`): a hostile ``__str__`` drops the value.
+values come out record-safe (:func:`qt_telemetry._values.plain`): a hostile ``__str__`` drops the value.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from qt_telemetry._records import plain
+from qt_telemetry._values import plain
 
 _MISSING = object()
 #: Parameters that may carry an order-like object whose fields we read (``place(order)``).

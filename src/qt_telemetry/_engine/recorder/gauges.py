@@ -11,24 +11,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from qt_telemetry._records import finite
-
 GaugeValue = float | Callable[[], Any]
 LabelKey = tuple[tuple[str, Any], ...]
-
-
-def current_number(value: GaugeValue) -> tuple[float | None, str | None]:
-    """A gauge's number now: its callback called (the user's code: it may raise or return None) and the result
-    made finite. ``(number, None)``, or ``(None, kind)`` naming the problem to count in ``qt.telemetry.errors``."""
-    if callable(value):
-        try:
-            value = value()
-        except Exception:  # noqa: BLE001 - a user callback must not break whoever reads the board
-            return None, "gauge_callback_failed"
-        if value is None:
-            return None, "gauge_callback_none"
-    number = finite(value)
-    return (number, None) if number is not None else (None, "gauge_bad_value")
 
 
 class GaugeBoard:

@@ -1,53 +1,19 @@
-"""The compact records the trading process hands to the exporter, and how values become record-safe.
+"""Values as telemetry can keep them: record-safe copies, finite numbers, short texts, clean attribute dicts.
 
-A record is a plain tuple of str/int/float/bool/None (and tuples/dicts of them), so a batch is one
-``marshal.dumps`` — C code, microseconds — and crosses to the exporter process as one datagram. Which metrics a
-span yields is decided by the converter from the span's name and attributes, so an order costs one record.
-
-    SPAN     (SPAN, name, kind, trace_id, span_id, parent_id, parent_remote, sampled, start_ns, end_ns,
-              status_code, status_message, attributes, events, links, trace_state, scope)
-    METRICS  (METRICS, ((metric_name, value), ...), attributes)
-    GAUGE    (GAUGE, metric_name, attributes, value)        value None removes the series
-    CONTROL  (CONTROL, operation, payload)
+Every value a user hands us passes through here before it is kept. Nothing here raises, whatever the value's
+``__str__``, ``__float__``, ``__class__`` or ``__hash__`` does: a value that cannot be kept safely is dropped.
 """
 
 from __future__ import annotations
 
 import enum
-import marshal
 import math
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
-SPAN: Final = 1
-METRICS: Final = 2
-GAUGE: Final = 3
-CONTROL: Final = 4
-
-# SPAN field positions
-S_NAME, S_KIND, S_TRACE, S_SPAN, S_PARENT, S_REMOTE, S_SAMPLED, S_START, S_END = 1, 2, 3, 4, 5, 6, 7, 8, 9
-S_STATUS, S_MESSAGE, S_ATTRS, S_EVENTS, S_LINKS, S_STATE, S_SCOPE = 10, 11, 12, 13, 14, 15, 16
-
-# CONTROL operations
-OP_SECRETS: Final = "secrets"  # payload: tuple of exact values to redact
-OP_FOREIGN_METRICS: Final = "foreign_metrics"  # payload: pickled MetricsData of other instrumentation
-OP_GOODBYE: Final = "goodbye"  # the producer is exiting: export its last state and forget it
-OP_DROPPED: Final = "dropped"  # payload: {reason: count} the producer dropped so far
-OP_FLUSH: Final = "flush"  # payload: seconds; sent with a pipe's write end the exporter answers on
-
-#: Datagram header: (VERSION, pid, service.instance.id, {drop reason: count}, sequence)
-VERSION: Final = 1
+#: Longest string kept (characters); longer ones are cut.
 MAX_STRING: Final = 512
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def encode(header: tuple[Any, ...], records: list[tuple[Any, ...]]) -> bytes:
-    return marshal.dumps((header, records))
-
-
-def decode(data: bytes) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-    header, records = marshal.loads(data)
-    return header, records
 
 
 def plain(value: Any) -> Any:
@@ -120,3 +86,33 @@ def text(value: Any, limit: int = 64) -> str | None:
         return None
     out = cleaned if isinstance(cleaned, str) else str(cleaned)
     return out[:limit]
+
+
+def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """User keyword attributes, record-safe: keys that are non-empty strings, values through :func:`plain`
+    (secret names are refused later, in the exporter, with every other attribute). Never raises."""
+    out: dict[str, Any] = {}
+    try:
+        for key, value in attributes.items():
+            if key.__class__ is not str or not key:
+                continue
+            clean = plain(value)
+            if clean is not None:
+                out[key] = clean
+    except Exception:  # noqa: BLE001 - a hostile mapping keeps what was read before it failed
+        pass
+    return out
+
+
+def current_number(value: float | Callable[[], Any]) -> tuple[float | None, str | None]:
+    """A gauge's number now: its callback called (the user's code: it may raise or return None) and the result
+    made finite. ``(number, None)``, or ``(None, kind)`` naming the problem to count in ``qt.telemetry.errors``."""
+    if callable(value):
+        try:
+            value = value()
+        except Exception:  # noqa: BLE001 - a user callback must not break whoever reads the board
+            return None, "gauge_callback_failed"
+        if value is None:
+            return None, "gauge_callback_none"
+    number = finite(value)
+    return (number, None) if number is not None else (None, "gauge_bad_value")

@@ -1,0 +1,1 @@
+"""The exporter side: records in, OTLP (or Prometheus /metrics) out."""

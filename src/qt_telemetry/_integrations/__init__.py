@@ -1,0 +1,1 @@
+"""Third-party integrations (ccxt, Flask, freqtrade); their public faces are qt_telemetry.ccxt, .flask, ..."""
