@@ -8,6 +8,7 @@ every few seconds); the last test runs ``freqtrade trade`` itself and reads the 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -59,6 +60,7 @@ def bot(tmp_path: Path, venue: FakeBinance, cap: Capture) -> Iterator[Callable[.
     for each in made:
         each.cleanup()
     uninstrument_ccxt()
+    asyncio.set_event_loop(None)  # freqtrade's exchange set (and closed) this thread's loop: leave none behind
 
 
 def _one(cap: Capture, name: str, **attrs: Any) -> Any:
