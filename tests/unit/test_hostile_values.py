@@ -71,6 +71,17 @@ class BadException(Exception):
         raise RuntimeError("an exception that cannot be printed")
 
 
+class BadClass:
+    """Lies about its class: reading ``__class__`` raises (``type()`` still tells the truth)."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        raise RuntimeError("no class")
+
+    def __str__(self) -> str:
+        return "bad-class"
+
+
 class Side(enum.Enum):
     BUY = "buy"
     WEIRD = Bad
@@ -81,6 +92,8 @@ HOSTILE: list[Any] = [
     bytearray(b"ba"), 0, -1, 10**30, -(10**30), True, 1.5, math.nan, math.inf, -math.inf, BadFloat(2.0),
     Decimal("1.25"), Decimal("NaN"), Decimal("1e400"), Side.BUY, Side.WEIRD, Bad(), object(), [1, "a", Bad()],
     (1, 2), {"k": Bad()}, {Bad}, frozenset(), lambda: 1, Boom("value"), 3 + 4j,
+    10**400, -(10**400), 2**63, -(2**63) - 1, BadClass(), (("\ud800nested",),), [["a", ("b", "\udfff")]],
+    ("\ud800", "ok"), [1.5, math.nan], (10**400,),
 ]
 #: Hypothesis draws *indices* into HOSTILE: it hashes and prints what it draws, and some of these refuse both.
 values = st.integers(0, len(HOSTILE) - 1)
@@ -186,7 +199,7 @@ def _no_span_left() -> None:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(calls=st.lists(st.tuples(st.sampled_from(SHAPES), st.tuples(values, values, values), values,
                                 st.booleans(), st.booleans()), min_size=1, max_size=12))
-def test_orders_in_every_shape_pass_results_and_exceptions_through_and_leave_nothing_open(
+def _orders_property(
         calls: list[tuple[str, tuple[int, int, int], int, bool, bool]]) -> None:
     with capture_telemetry() as cap:
         expected_spans = 0
@@ -291,7 +304,7 @@ def _comparable(v: Any) -> bool:
 @settings(max_examples=300, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(v=values, w=values, kw=kwargs_st)
-def test_every_other_public_call_absorbs_hostile_values(v: int, w: int, kw: dict[str, int]) -> None:
+def _other_calls_property(v: int, w: int, kw: dict[str, int]) -> None:
     with capture_telemetry() as cap:
         for call in _calls(_v(v), _v(w), {k: _v(i) for k, i in kw.items()}):
             CALLS["n"] += 1
@@ -305,11 +318,16 @@ def test_every_other_public_call_absorbs_hostile_values(v: int, w: int, kw: dict
                     value.encode("utf-8")  # what reaches the wire must encode
 
 
-def test_enough_calls_were_generated() -> None:
-    """The two properties above make more than ten thousand calls (run in this order by pytest)."""
-    if CALLS["n"] == 0:
-        pytest.skip("run together with the property tests")
-    assert CALLS["n"] >= 10_000, CALLS["n"]
+def test_orders_in_every_shape_pass_results_and_exceptions_through_and_leave_nothing_open() -> None:
+    before = CALLS["n"]
+    _orders_property()
+    assert CALLS["n"] - before >= 3_000, f"only {CALLS['n'] - before} calls generated"
+
+
+def test_every_other_public_call_absorbs_hostile_values() -> None:
+    before = CALLS["n"]
+    _other_calls_property()
+    assert CALLS["n"] - before >= 6_000, f"only {CALLS['n'] - before} calls generated"
 
 
 @pytest.mark.parametrize(("call", "setting"), [
@@ -335,3 +353,72 @@ def test_attribute_pairs_are_accepted_as_well_as_a_mapping(cap: Capture) -> None
 
     place("BTCUSDT")
     assert cap.span(semconv.SPAN_ORDER).attributes["desk"] == "emea"
+
+
+# --- decorator stacks ----------------------------------------------------------------------------------------
+
+def _user_decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A user's own decorator, written the usual way (functools.wraps)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class Stacks:
+    @qt.traced_order(venue="v")
+    @classmethod
+    def over_classmethod(cls, symbol: Any, side: Any, quantity: Any, result: Any = None) -> Any:
+        return result
+
+    @qt.traced_order(venue="v")
+    @staticmethod
+    def over_staticmethod(symbol: Any, side: Any, quantity: Any, result: Any = None) -> Any:
+        return result
+
+    @classmethod
+    @qt.traced_order(venue="v")
+    def under_classmethod(cls, symbol: Any, side: Any, quantity: Any, result: Any = None) -> Any:
+        return result
+
+    @staticmethod
+    @qt.traced_order(venue="v")
+    def under_staticmethod(symbol: Any, side: Any, quantity: Any, result: Any = None) -> Any:
+        return result
+
+    @qt.traced_order(venue="v")
+    @_user_decorator
+    def over_wraps(self, symbol: Any, side: Any, quantity: Any, result: Any = None) -> Any:
+        return result
+
+    @_user_decorator
+    @qt.traced_order(venue="v")
+    def under_wraps(self, symbol: Any, side: Any, quantity: Any, result: Any = None) -> Any:
+        return result
+
+    @property
+    @qt.traced_order(venue="v")
+    def as_property(self) -> Any:
+        return "property-value"
+
+
+STACKED = ["over_classmethod", "over_staticmethod", "under_classmethod", "under_staticmethod", "over_wraps",
+           "under_wraps"]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(STACKED), on_instance=st.booleans(), args=st.tuples(values, values, values),
+       result=values)
+def test_decorator_stacks_with_classmethod_staticmethod_property_and_wraps(name: str, on_instance: bool,
+                                                                          args: tuple[int, int, int],
+                                                                          result: int) -> None:
+    owner: Any = Stacks() if on_instance or name.endswith("wraps") else Stacks
+    with capture_telemetry() as cap:
+        returned = getattr(owner, name)(*(_v(i) for i in args), result=_v(result))
+        assert returned is _v(result)
+        _no_span_left()
+        assert len(cap.spans(semconv.SPAN_ORDER)) == 1
+        assert Stacks().as_property == "property-value"
+        assert len(cap.spans(semconv.SPAN_ORDER)) == 2
