@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from qt_telemetry._config import ConfigurationError, show
+from qt_telemetry._values import text
+
 
 InstrumentKind = Literal["counter", "histogram", "gauge", "updowncounter"]
 
@@ -318,12 +319,12 @@ def prometheus_label(key: str) -> str:
 
 # --- names users give (rules, switches, feeds, breakers): they become metric labels -----------------------
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+_NAME_LIMIT: Final = 64
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
-def checked_name(value: str, what: str) -> str:
-    """Validate a rule/switch/feed name at configuration time (it becomes a metric label)."""
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise ConfigurationError(f"{what}={show(value)}: use 1-64 characters, a letter first, then letters, digits, "
-                                 "'_', '.', ':' or '-'")
-    return value
+def checked_name(value: object) -> str:
+    """A rule/switch/feed/breaker name as a metric label: characters other than letters, digits, ``_ . : -``
+    become ``_``, at most 64 characters, ``unknown`` when empty or unreadable. Names are data: never raises."""
+    name = text(value, _NAME_LIMIT)
+    return _NOT_IN_NAME.sub("_", name) if name else UNKNOWN_VALUE
