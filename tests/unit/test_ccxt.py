@@ -168,15 +168,22 @@ def test_partial_fill_then_the_rest_found_by_fetch_order(binance: ccxt.binance, 
     assert cap.point(ORDER_LATENCY).count == 1  # a query is a span, not an order
 
 
-def test_edit_order_is_a_placement_of_the_new_order(binance: ccxt.binance, cap: Capture) -> None:
+def test_edit_order_is_a_request_of_its_own_and_later_fills_stay_with_the_placement(
+        binance: ccxt.binance, venue: FakeBinance, cap: Capture) -> None:
     resting = binance.create_order("BTC/USDT", "limit", "sell", 0.1, 120.0)
-    edited = binance.edit_order(resting["id"], "BTC/USDT", "limit", "sell", 0.1, 121.0)
+    edited = binance.edit_order(resting["id"], "BTC/USDT", "limit", "sell", 0.1, 121.0)  # cancelReplace: a new id
+    venue.fill(edited["id"])
+    binance.fetch_order(edited["id"], "BTC/USDT")
 
-    _, second = cap.spans(semconv.SPAN_ORDER)
+    first, second = cap.spans(semconv.SPAN_ORDER)
     assert second.attributes[semconv.CODE_FUNCTION] == "edit_order"
     assert second.attributes[semconv.ORDER_ID] == edited["id"] != resting["id"]
     assert second.attributes[semconv.ORDER_PRICE] == 121.0
     assert cap.point(ORDER_LATENCY, outcome="ok").count == 2
+    ack, fill = cap.spans(semconv.SPAN_ORDER_EVENT)
+    assert [u.attributes[semconv.ORDER_EVENT] for u in (ack, fill)] == ["ack", "fill"]
+    assert {ack.parent.span_id, fill.parent.span_id} == {first.context.span_id}  # the order, not its edit
+    assert fill.attributes[semconv.ORDER_ID] == edited["id"]
 
 
 # --- cancels ------------------------------------------------------------------------------------------
@@ -244,6 +251,23 @@ def test_ccxt_exceptions_are_outcomes_and_are_reraised_unchanged(
         assert span.attributes[semconv.ERROR_TYPE] == point.attributes[semconv.ERROR_TYPE] == raised.__name__
         assert cap.spans(semconv.SPAN_ORDER_EVENT) == []  # no lifecycle for a failed placement
     assert len(STATE.orders) == 0
+
+
+def test_an_order_whose_placement_timed_out_stays_tracked_and_its_later_fill_joins_it(
+        binance: ccxt.binance, venue: FakeBinance, cap: Capture) -> None:
+    """Venues execute requests that arrive late: the client's timeout says nothing about the order."""
+    binance.timeout = 300  # ms: the hanging venue is given up on
+    venue.script("POST", "/api/v3/order", fake_binance.hang)
+    with pytest.raises(ccxt.RequestTimeout):
+        binance.create_order("BTC/USDT", "limit", "buy", 0.5, 99.0, {"clientOrderId": "late-1"})
+    qt.order_filled("late-1", quantity=0.5, price=99.0)  # reported later, e.g. by a watch_orders handler
+
+    placed = cap.span(semconv.SPAN_ORDER)
+    assert (placed.attributes[semconv.OUTCOME], placed.attributes[semconv.ERROR_TYPE]) == ("error", "RequestTimeout")
+    (fill,) = cap.spans(semconv.SPAN_ORDER_EVENT)
+    assert fill.parent.span_id == placed.context.span_id and fill.context.trace_id == placed.context.trace_id
+    assert fill.attributes[semconv.ORDER_EVENT] == "fill"
+    assert cap.points(semconv.TELEMETRY_ERRORS.name, kind="order_not_tracked") == []
 
 
 def test_cancel_of_an_unknown_order_is_a_rejected_cancel(binance: ccxt.binance, cap: Capture) -> None:
