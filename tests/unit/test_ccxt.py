@@ -13,15 +13,18 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from importlib.metadata import version
 from typing import Any
 
 import ccxt
 import ccxt.async_support
 import ccxt.pro
 import pytest
+import tomllib
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
+from packaging.requirements import Requirement
 
 import qt_telemetry as qt
 from qt_telemetry import semconv
@@ -351,6 +354,17 @@ def test_instrumenting_one_exchange_leaves_others_alone(venue: FakeBinance, cap:
     assert cap.spans(semconv.SPAN_ORDER) == []
     traced.create_order("BTC/USDT", "market", "buy", 0.5)
     assert len(cap.spans(semconv.SPAN_ORDER)) == 1
+
+
+def test_the_ccxt_extra_is_a_tested_range_with_the_http_instrumentations_of_our_otel_line() -> None:
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    wanted = {r.name: r.specifier for r in map(Requirement, extras["ccxt"])}
+    assert set(wanted) == {"ccxt", "opentelemetry-instrumentation-requests", "opentelemetry-instrumentation-aiohttp-client"}
+    assert ccxt.__version__ in wanted["ccxt"] and "4.5.76" in wanted["ccxt"] and "5.0.0" not in wanted["ccxt"]
+    line = version("opentelemetry-semantic-conventions")  # the instrumentation line our OTel API is on
+    for name in ("opentelemetry-instrumentation-requests", "opentelemetry-instrumentation-aiohttp-client"):
+        assert version(name) == line and line in wanted[name]
+        assert "0.67b0" not in wanted[name] and "1.0.0" not in wanted[name]  # never a release that moves the API
 
 
 def test_something_else_than_an_exchange_is_a_configuration_error() -> None:
