@@ -17,7 +17,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 from urllib.parse import parse_qsl, urlsplit
 
@@ -52,11 +52,15 @@ class _Method:
     #: Changes an order placed before: later fills stay with that order's placement.
     edit: bool = False
 
+    positions: Mapping[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "positions", {p: i for i, p in enumerate(self.parameters.split())})
+
     def arg(self, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        names = self.parameters.split()
-        if name not in names:
+        i = self.positions.get(name)
+        if i is None:
             return None
-        i = names.index(name)
         return args[i] if i < len(args) else kwargs.get(name)
 
 
@@ -89,9 +93,10 @@ ORDER_METHODS: Mapping[str, _Method] = {m.name: m for m in (
 CLIENT_ID_PARAMS = ("clientOrderId", "newClientOrderId", "origClientOrderId", "clientOid", "clOrdId",
                     "orderLinkId", "clientAlgoId", "text")
 #: Request fields (any case, ``_``/``-`` ignored) in which ccxt sends a client order id to a venue: ``newClientOrderId``
-#: (binance), ``text`` (gate, ``t-`` + the id), ``clOrdId`` (okx), ...
+#: (binance), ``text`` (gate, ``t-`` + the id), ``clOrdId`` (okx), ... Not ``client_id``: Deribit's login sends the
+#: API key under it.
 _SENT_ID_FIELDS = frozenset({"clientorderid", "newclientorderid", "clientoid", "clordid", "orderlinkid",
-                             "clientalgoid", "text", "clientid"})
+                             "clientalgoid", "text"})
 #: Attributes of an exchange that hold credentials (ccxt's ``requiredCredentials``).
 CREDENTIALS = ("apiKey", "secret", "password", "uid", "login", "twofa", "privateKey", "walletAddress", "token",
                "accountId")
