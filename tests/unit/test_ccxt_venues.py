@@ -24,7 +24,7 @@ import qt_telemetry as qt
 from qt_telemetry import semconv
 from qt_telemetry._engine.recorder.state import STATE
 from qt_telemetry.ccxt import instrument_ccxt, uninstrument_ccxt
-from qt_telemetry.testing import Capture
+from qt_telemetry.testing import Capture, capture_telemetry
 from tests.support import fake_gate
 from tests.support.fake_binance import FakeBinance
 from tests.support.fake_gate import FakeGate, FakeGateStream
@@ -330,10 +330,15 @@ def test_websocket_orders_and_private_streams_join_each_order(venue: FakeGate, c
 
 # --- the integration's state ------------------------------------------------------------------------------------
 
-def test_the_integration_s_state_lives_in_the_process_state_and_reset_undoes_it(cap: Capture) -> None:
+def test_the_integration_s_state_lives_in_the_process_state_and_survives_a_reset_like_a_decorator(
+        venue: FakeGate) -> None:
     instrument_ccxt()
     registry = STATE.registries["ccxt"]
     assert any(owner is ccxt.gate and name == "create_order" for owner, name, _ in registry.patched)  # type: ignore[attr-defined]
-    STATE.reset()
-    assert not hasattr(ccxt.gate.__dict__["create_order"], "__wrapped__")
+    with capture_telemetry() as cap:  # resets the state on the way in and out, as a user's test does
+        exchange = venue.point(ccxt.gate(_config()))
+        exchange.create_order("BTC/USDT", "limit", "buy", 0.5, 99.0)
+        assert len(cap.spans(semconv.SPAN_ORDER)) == 1
+    uninstrument_ccxt()
     assert registry.patched == []  # type: ignore[attr-defined]
+    assert not hasattr(ccxt.gate.__dict__["create_order"], "__wrapped__")

@@ -124,7 +124,9 @@ _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 
 
 class _Registry:
-    """What the integration keeps process-wide (``STATE.registry("ccxt")``); :meth:`clear` undoes everything."""
+    """What the integration keeps process-wide (``STATE.registry("ccxt")``). ``STATE.reset()`` clears what it
+    learnt (secrets registered per engine, feed state); the instrumentation itself stays, like a decorator, until
+    :func:`uninstrument_ccxt` (:meth:`undo`)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -137,6 +139,12 @@ class _Registry:
 
     def clear(self) -> None:
         with self.lock:
+            self.secrets_seen.clear()
+            self.monitors.clear()
+            self.down.clear()
+
+    def undo(self) -> None:
+        with self.lock:
             for owner, name, original in reversed(self.patched):
                 setattr(owner, name, original)
             self.patched.clear()
@@ -145,9 +153,7 @@ class _Registry:
                     if name in exchange.__dict__:
                         delattr(exchange, name)
             self.instances.clear()
-            self.secrets_seen.clear()
-            self.monitors.clear()
-            self.down.clear()
+        self.clear()
 
 
 def _registry() -> _Registry:
@@ -185,7 +191,7 @@ def instrument_ccxt(exchange: Any = None, /) -> Any:
 
 def uninstrument_ccxt() -> None:
     """Undo every :func:`instrument_ccxt` (classes and instances) and forget feed state (for tests)."""
-    _registry().clear()
+    _registry().undo()
 
 
 def _wrap_instance(exchange: Any) -> None:
