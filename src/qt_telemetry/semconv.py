@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from qt_telemetry._config import ConfigurationError, show
+from qt_telemetry._values import text
 
 InstrumentKind = Literal["counter", "histogram", "gauge", "updowncounter"]
 
@@ -30,8 +30,8 @@ TRADE_DURATION_BUCKETS_S: Final = (
 )
 #: Gap between two market-data messages: 1 ms .. 2 min.
 FEED_GAP_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-#: Slippage in basis points, signed (negative = better than the reference price).
-SLIPPAGE_BUCKETS_BPS: Final = (-50.0, -20.0, -10.0, -5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+#: Slippage magnitude in basis points (the direction is a label: a histogram cannot hold negative values).
+SLIPPAGE_BUCKETS_BPS: Final = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 
 # --- attribute keys (metric labels are the low-cardinality subset) --------------------------------------
 VENUE: Final = "venue"
@@ -54,6 +54,8 @@ ORDER_EVENT: Final = "order.event"
 TELEMETRY_ERROR_KIND: Final = "kind"
 TELEMETRY_SIGNAL: Final = "signal"
 TELEMETRY_REASON: Final = "reason"
+#: ``adverse`` (worse than the reference price, or equal) or ``favourable``: the sign of a slippage.
+SLIPPAGE_DIRECTION: Final = "slippage.direction"
 
 # Span-only attributes (high cardinality: never metric labels).
 ORDER_QUANTITY: Final = "order.quantity"
@@ -67,7 +69,10 @@ ORDER_FILLED: Final = "order.filled"
 ORDER_AVERAGE: Final = "order.average"
 FILL_QUANTITY: Final = "fill.quantity"
 FILL_PRICE: Final = "fill.price"
+#: Signed: positive = adverse (paid more on a buy, received less on a sell), negative = favourable.
 SLIPPAGE_BPS: Final = "slippage.bps"
+#: The venue's own timestamp of an ack or fill, in epoch seconds (ccxt's ``timestamp`` / trade time).
+ORDER_VENUE_TIME: Final = "order.venue_time"
 TRADE_ID: Final = "trade.id"
 SIGNAL_CONFIDENCE: Final = "signal.confidence"
 SIGNAL_DIRECTION: Final = "signal.direction"
@@ -87,7 +92,7 @@ PEER_SERVICE: Final = "peer.service"
 #: Keys allowed as metric attributes. Anything else is a span attribute only.
 METRIC_ATTRIBUTE_KEYS: Final = frozenset({
     VENUE, SYMBOL, SIDE, ORDER_TYPE, OUTCOME, STRATEGY, ERROR_TYPE, STAGE, REASON, RISK_RULE, BREAKER,
-    KILL_SWITCH, FEED, ORDER_EVENT, TELEMETRY_ERROR_KIND, TELEMETRY_SIGNAL,
+    KILL_SWITCH, FEED, ORDER_EVENT, TELEMETRY_ERROR_KIND, TELEMETRY_SIGNAL, SLIPPAGE_DIRECTION,
 })
 
 # --- outcome values -------------------------------------------------------------------------------------
@@ -100,6 +105,8 @@ OUTCOME_REJECTED: Final = "rejected"
 OVERFLOW_VALUE: Final = "_other"
 #: Value used for a metric attribute whose value is missing (None).
 UNKNOWN_VALUE: Final = "unknown"
+SLIPPAGE_ADVERSE: Final = "adverse"
+SLIPPAGE_FAVOURABLE: Final = "favourable"
 
 # --- span names (fixed and few; variable data goes in attributes) ---------------------------------------
 SPAN_TRADE: Final = "qt.trade"
@@ -194,8 +201,9 @@ FILL_LATENCY: Final = MetricSpec(
     (VENUE, SYMBOL, SIDE), LATENCY_BUCKETS_S)
 SLIPPAGE: Final = MetricSpec(
     "qt.order.slippage", "histogram", "{bp}",
-    "Fill price versus the signal's reference price in basis points (positive = worse).",
-    (VENUE, SYMBOL, SIDE), SLIPPAGE_BUCKETS_BPS)
+    "Fill price versus the signal's reference price: the magnitude in basis points, the sign as "
+    "slippage.direction (adverse = worse or equal, favourable = better).",
+    (VENUE, SYMBOL, SIDE, SLIPPAGE_DIRECTION), SLIPPAGE_BUCKETS_BPS)
 TRADE_DURATION: Final = MetricSpec(
     "qt.trade.duration", "histogram", "s", "Duration of one trade flow, signal to exit.",
     (STRATEGY, SYMBOL, OUTCOME), TRADE_DURATION_BUCKETS_S)
@@ -264,8 +272,16 @@ HEARTBEAT: Final = MetricSpec(
     "qt.telemetry.heartbeat", "gauge", "s",
     "Unix time of the SDK's latest export: a dead bot or exporter stops it, so silence is never 'all quiet'.")
 
-#: Which metrics each span yields: (metric, value) where value is "duration", a constant or an attribute key.
-SPAN_METRICS: Final[dict[str, tuple[tuple[MetricSpec, float | str], ...]]] = {
+@dataclass(frozen=True)
+class Magnitude:
+    """A value source of :data:`SPAN_METRICS`: the absolute value of the span attribute ``key``."""
+
+    key: str
+
+
+#: Which metrics each span yields: (metric, value) where value is "duration", a constant, an attribute key or
+#: the :class:`Magnitude` of one.
+SPAN_METRICS: Final[dict[str, tuple[tuple[MetricSpec, float | str | Magnitude], ...]]] = {
     SPAN_ORDER: ((ORDER_LATENCY, "duration"),),
     SPAN_ORDER_CANCEL: ((ORDER_CANCEL_LATENCY, "duration"),),
     SPAN_TRADE: ((TRADE_DURATION, "duration"), (TRADES, 1)),
@@ -274,7 +290,7 @@ SPAN_METRICS: Final[dict[str, tuple[tuple[MetricSpec, float | str], ...]]] = {
     SPAN_EXECUTION: ((STAGE_DURATION, "duration"),),
     SPAN_EXIT: ((STAGE_DURATION, "duration"),),
     SPAN_RISK_CHECK: ((RISK_CHECK_LATENCY, "duration"), (RISK_CHECKS, 1)),
-    SPAN_ORDER_EVENT: ((ORDER_EVENTS, 1), (SLIPPAGE, SLIPPAGE_BPS), (FILL_LATENCY, FILL_LATENCY_S)),
+    SPAN_ORDER_EVENT: ((ORDER_EVENTS, 1), (SLIPPAGE, Magnitude(SLIPPAGE_BPS)), (FILL_LATENCY, FILL_LATENCY_S)),
 }
 #: Every metric qt-telemetry defines, by OTel name.
 METRICS: Final = {
@@ -318,12 +334,12 @@ def prometheus_label(key: str) -> str:
 
 # --- names users give (rules, switches, feeds, breakers): they become metric labels -----------------------
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+_NAME_LIMIT: Final = 64
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
-def checked_name(value: str, what: str) -> str:
-    """Validate a rule/switch/feed name at configuration time (it becomes a metric label)."""
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise ConfigurationError(f"{what}={show(value)}: use 1-64 characters, a letter first, then letters, digits, "
-                                 "'_', '.', ':' or '-'")
-    return value
+def checked_name(value: object) -> str:
+    """A rule/switch/feed/breaker name as a metric label: characters other than letters, digits, ``_ . : -``
+    become ``_``, at most 64 characters, ``unknown`` when empty or unreadable. Names are data: never raises."""
+    name = text(value, _NAME_LIMIT)
+    return _NOT_IN_NAME.sub("_", name) if name else UNKNOWN_VALUE

@@ -284,6 +284,11 @@ class Converter:
                 value = attributes.get(source)
                 if value is None:
                     continue
+            elif isinstance(source, semconv.Magnitude):
+                value = finite(attributes.get(source.key))
+                if value is None:
+                    continue
+                value = abs(value)
             else:
                 value = source
             producer.measure(spec, value, attributes, exemplar)
