@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -245,6 +246,8 @@ class SignalExport:
     #: The endpoint actually used (for messages and ``doctor``).
     effective_endpoint: str
     enabled: bool = True
+    #: ``OTEL_{TRACES,METRICS}_EXPORTER`` names ``console``: the SDK's console exporter prints to stdout.
+    console: bool = False
 
 
 @dataclass(frozen=True)
@@ -318,6 +321,7 @@ def resolve(environ: Mapping[str, str] | None = None, **arguments: Any) -> Setti
     traces, metrics = _apply_exporter_selection(traces, metrics, env)
     if mode == "otlp":
         _check_otlp_variables(env, traces, metrics)
+        _check_grpc_installed(traces, metrics, sources["protocol"] if values["protocol"] else None, env)
     _check_sdk_variables(env)
     console = values["console"] if values["console"] is not None else mode == "local"
     return Settings(
@@ -364,6 +368,8 @@ def _signal(signal: str, values: Mapping[str, Any], endpoint_source: str, env: M
     grpc = proto == "grpc"
     if values["endpoint"] is not None:  # our own base endpoint: we compute the per-signal URL ourselves
         url = check_endpoint(values["endpoint"], endpoint_source, grpc)
+        if not grpc and signal == "traces":
+            _warn_signal_path(url, endpoint_source)
         endpoint = url if grpc else url.rstrip("/") + _SIGNAL_PATHS[signal]
         return SignalExport(proto, endpoint, endpoint)
     specific = env.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", "").strip()
@@ -372,12 +378,29 @@ def _signal(signal: str, values: Mapping[str, Any], endpoint_source: str, env: M
         effective = check_endpoint(specific, f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", grpc)
     elif general:
         url = check_endpoint(general, OTEL_EXPORTER_OTLP_ENDPOINT, grpc)
+        if not grpc and signal == "traces":
+            _warn_signal_path(url, OTEL_EXPORTER_OTLP_ENDPOINT)
         effective = url if grpc else url.rstrip("/") + _SIGNAL_PATHS[signal]
     else:
         effective = DEFAULT_GRPC_ENDPOINT if grpc else DEFAULT_HTTP_ENDPOINT + _SIGNAL_PATHS[signal]
         return SignalExport(proto, effective, effective)
     # Let the exporter read the OTEL_* variables itself, so every standard rule keeps applying.
     return SignalExport(proto, None, effective)
+
+
+def _warn_signal_path(url: str, setting: str) -> None:
+    """A base endpoint that already names a signal's path: the spec appends ``/v1/traces`` to it again."""
+    path = urlsplit(url).path.rstrip("/")
+    for known in _SIGNAL_PATHS.values():
+        if path.endswith(known):
+            base = url.rstrip("/")[: -len(known)] or url
+            warnings.warn(
+                f"{setting}={url!r} already ends in {known}: it is a base URL, to which OTLP/HTTP appends "
+                f"/v1/traces and /v1/metrics (giving {path}/v1/traces, as the OpenTelemetry spec says), so the "
+                f"collector will answer 404; set it to {base!r}, or give a full URL per signal with "
+                f"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                RuntimeWarning, stacklevel=5)  # the caller of init()
+            return
 
 
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}"
@@ -414,17 +437,42 @@ def _valid_host(host: str) -> bool:
 
 def _apply_exporter_selection(traces: SignalExport, metrics: SignalExport,
                               env: Mapping[str, str]) -> tuple[SignalExport, SignalExport]:
+    """``OTEL_{TRACES,METRICS}_EXPORTER``: a comma-separated list of ``otlp`` and ``console``, or ``none``."""
     out = []
     for sig, name in ((traces, OTEL_TRACES_EXPORTER), (metrics, OTEL_METRICS_EXPORTER)):
-        value = env.get(name, "").strip().lower()
-        if value in ("", "otlp"):
-            out.append(sig)
-        elif value == "none":
-            out.append(SignalExport(sig.protocol, sig.endpoint, sig.effective_endpoint, enabled=False))
-        else:
-            raise ConfigurationError(f"{name}={show(value)}: qt-telemetry supports 'otlp' or 'none' here; "
-                                     f"for a collector-less setup use {QT_TELEMETRY_MODE}=local")
+        raw = env.get(name, "").strip().lower()
+        chosen = {v.strip() for v in raw.split(",") if v.strip()} or {"otlp"}
+        if not chosen <= {"otlp", "console", "none"} or ("none" in chosen and len(chosen) > 1):
+            raise ConfigurationError(f"{name}={show(raw)}: qt-telemetry supports 'otlp', 'console' (the SDK's "
+                                     f"console exporter, on stdout), both ('otlp,console') or 'none'; for a "
+                                     f"collector-less setup with a /metrics endpoint use {QT_TELEMETRY_MODE}=local")
+        out.append(SignalExport(sig.protocol, sig.endpoint, sig.effective_endpoint, enabled="otlp" in chosen,
+                                console="console" in chosen))
     return out[0], out[1]
+
+
+GRPC_EXPORTER_MODULE: Final = "opentelemetry.exporter.otlp.proto.grpc"
+
+
+def _check_grpc_installed(traces: SignalExport, metrics: SignalExport, protocol_source: str | None,
+                          env: Mapping[str, str]) -> None:
+    """gRPC is an extra (grpcio is large): selecting it without the extra fails here, naming the setting."""
+    wanted = [(s, n) for s, n in ((traces, "TRACES"), (metrics, "METRICS")) if s.enabled and s.protocol == "grpc"]
+    if not wanted:
+        return
+    try:
+        import importlib.util
+
+        found = importlib.util.find_spec(GRPC_EXPORTER_MODULE) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return
+    setting = protocol_source or next(  # not ours: the standard variable that chose gRPC
+        (v for v in (f"OTEL_EXPORTER_OTLP_{wanted[0][1]}_PROTOCOL", OTEL_EXPORTER_OTLP_PROTOCOL) if env.get(v, "").strip()),
+        OTEL_EXPORTER_OTLP_PROTOCOL)
+    raise ConfigurationError(f"{setting}='grpc': the OTLP/gRPC exporter is not installed; install the extra "
+                             f"(pip install 'qt-telemetry[grpc]') or use the default, 'http/protobuf'")
 
 
 # --- the standard variables the exporters read themselves ----------------------------------------------
