@@ -222,6 +222,10 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
     Setting("gc_freeze", ("QT_TELEMETRY_GC_FREEZE",), True, _bool,
             "`init()` runs one `gc.collect()` then `gc.freeze()` (once per process), so later full collections skip "
             "what exists at start-up: no 10–20 ms gen-2 pauses in the trading loop (see Benchmarks)"),
+    Setting("runtime_metrics", ("QT_TELEMETRY_RUNTIME_METRICS",), True, _bool,
+            "CPU, memory, threads, file descriptors and GC (collections and pauses) of the bot and of its exporter "
+            "process (`process.*`, `cpython.gc.*`, `qt.runtime.gc.duration`; with the `process` and `inline` "
+            "engines)"),
     Setting("slow_order_seconds", ("QT_TELEMETRY_SLOW_ORDER_SECONDS",), 0.5, _number(0.0, 3600.0),
             "an order slower than this keeps its trace under tail sampling (`qt.sampling.keep`)"),
     Setting("trace_keep_ratio", ("QT_TELEMETRY_TRACE_KEEP_RATIO",), 1.0, _number(0.0, 1.0),
@@ -278,6 +282,7 @@ class Settings:
     secret_patterns: tuple[str, ...]
     secret_values: tuple[str, ...] = field(repr=False)
     batch: BatchSettings = field(default_factory=lambda: BatchSettings())
+    runtime_metrics: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -334,7 +339,7 @@ def resolve(environ: Mapping[str, str] | None = None, **arguments: Any) -> Setti
         log_correlation=values["log_correlation"], gc_freeze=values["gc_freeze"], slow_order_seconds=values["slow_order_seconds"],
         trace_keep_ratio=values["trace_keep_ratio"], native_histograms=values["native_histograms"],
         secret_keys=values["secret_keys"], secret_patterns=values["secret_patterns"],
-        secret_values=values["secret_values"], batch=_batch_settings(env),
+        secret_values=values["secret_values"], batch=_batch_settings(env), runtime_metrics=values["runtime_metrics"],
     )
 
 

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from qt_telemetry import _config, logs
 from qt_telemetry._config import ConfigurationError, Settings, show
+from qt_telemetry._engine.recorder import runtime_metrics
 from qt_telemetry._engine.recorder.engines import Engine, QueuedEngine, RecordEngine, RecordingProcessor, error_counter
 from qt_telemetry._engine.recorder.outbox import Outbox
 from qt_telemetry._engine.recorder.safety import telemetry_error
@@ -164,6 +165,8 @@ def init_from_launcher() -> TelemetryInfo | None:
 
 def _activate(installed: Installed) -> None:
     """After an install: counted errors, state gauges, log ids and the exit hook follow the new engine."""
+    if installed.settings.runtime_metrics and installed.engine.name in ("process", "inline"):
+        runtime_metrics.report()  # with providers of your own (sdk), opentelemetry-instrumentation-system-metrics
     STATE.error_sink = error_counter(installed.engine)
     installed.engine.send_board(STATE.board)
     if installed.settings.log_correlation:
@@ -623,6 +626,7 @@ def _reset_for_tests() -> None:
     installed = STATE.installed
     if installed is not None:
         shutdown(1.0)
+    runtime_metrics.stop()
 
 
 STATE.join = join_parent
