@@ -473,11 +473,12 @@ def _check_grpc_installed(traces: SignalExport, metrics: SignalExport, protocol_
         found = False
     if found:
         return
-    setting = protocol_source or next(  # not ours: the standard variable that chose gRPC
-        (v for v in (f"OTEL_EXPORTER_OTLP_{wanted[0][1]}_PROTOCOL", OTEL_EXPORTER_OTLP_PROTOCOL) if env.get(v, "").strip()),
-        OTEL_EXPORTER_OTLP_PROTOCOL)
-    raise ConfigurationError(f"{setting}='grpc': the OTLP/gRPC exporter is not installed; install the extra "
-                             f"(pip install 'qt-telemetry[grpc]') or use the default, 'http/protobuf'")
+    variables = (f"OTEL_EXPORTER_OTLP_{wanted[0][1]}_PROTOCOL", OTEL_EXPORTER_OTLP_PROTOCOL)
+    # not our argument or variable: the standard variable that chose gRPC
+    setting = protocol_source or next((v for v in variables if env.get(v, "").strip()), OTEL_EXPORTER_OTLP_PROTOCOL)
+    raise ConfigurationError(f"{setting}='grpc': the OTLP/gRPC exporter is not installed; install the grpc extra "
+                             "(`pip install -e '.[grpc]'` in the qt-telemetry checkout) or use the default, "
+                             "'http/protobuf'")
 
 
 # --- the standard variables the exporters read themselves ----------------------------------------------

@@ -17,7 +17,8 @@ import logging
 import os
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]  # its module is "type: ignore"
+# The launcher's module is marked "type: ignore" as a whole: mypy sees no names in it.
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 _log = logging.getLogger("qt_telemetry")
 NAME = "qt_telemetry"  # the entry points' name, as OTEL_PYTHON_DISTRO / OTEL_PYTHON_CONFIGURATOR take it

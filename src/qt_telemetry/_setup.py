@@ -212,7 +212,8 @@ def _engine_for(settings: Settings, processors: list[SpanProcessor], readers: li
     readers to feed), ``inline`` when the SDK's console exporters print to our stdout, else as configured."""
     if foreign_providers() or processors or readers or settings.engine == "sdk":
         return "sdk"
-    if settings.engine == "inline" or (settings.mode == "otlp" and (settings.traces.console or settings.metrics.console)):
+    console = settings.mode == "otlp" and (settings.traces.console or settings.metrics.console)
+    if settings.engine == "inline" or console:
         return "inline"
     return "process"
 

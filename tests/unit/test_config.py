@@ -226,9 +226,9 @@ def test_grpc_without_its_extra_is_an_error_naming_the_variable_and_the_extra(
     from qt_telemetry import _config
 
     monkeypatch.setattr(_config, "GRPC_EXPORTER_MODULE", "qt_telemetry_no_such_grpc_exporter")
-    with pytest.raises(ConfigurationError, match=rf"{variable}='grpc'.*pip install 'qt-telemetry\[grpc\]'"):
+    with pytest.raises(ConfigurationError, match=rf"{variable}='grpc'.*grpc extra.*pip install -e '\.\[grpc\]'"):
         resolve(environ={variable: "grpc"})
-    with pytest.raises(ConfigurationError, match=r"^protocol='grpc'.*qt-telemetry\[grpc\]"):
+    with pytest.raises(ConfigurationError, match=r"^protocol='grpc'.*grpc extra"):
         resolve(environ={}, protocol="grpc")
     assert resolve(environ={variable: "grpc", "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"})
 

@@ -15,7 +15,8 @@ def instrument_app(app: Any, *, metrics_route: str | None = "/metrics") -> Any:
     try:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
     except ImportError as exc:  # pragma: no cover - depends on the extra being installed
-        raise ConfigurationError("instrument_app needs the flask extra: pip install 'qt-telemetry[flask]'") from exc
+        raise ConfigurationError("instrument_app needs the flask extra: pip install -e '.[flask]' in the "
+                                 "qt-telemetry checkout") from exc
     if metrics_route is not None and not metrics_route.startswith("/"):
         raise ConfigurationError(f"metrics_route={show(metrics_route)}: must start with '/'")
     excluded = metrics_route.lstrip("/") if metrics_route else None
