@@ -109,11 +109,11 @@ def init(
     by ``opentelemetry-instrument``) is used as it is; ``span_processors`` are added to it.
 
     Returns what was set up, or None when ``OTEL_SDK_DISABLED=true``. Raises :class:`ConfigurationError` for an
-    invalid setting, naming it. A second call warns and keeps the first setup.
+    invalid setting, naming it. A second call warns and keeps the first setup, except the setup
+    ``opentelemetry-instrument`` made with our distro: arguments that change it replace it.
     """
     arguments = {k: v for k, v in locals().items() if k not in ("span_processors", "metric_readers")}
-    explicit = {k: v for k, v in arguments.items() if v is not None}
-    settings = _config.resolve(**explicit)
+    settings = _config.resolve(**{k: v for k, v in arguments.items() if v is not None})
     processors = _checked_sequence(span_processors, "span_processors", SpanProcessor)
     readers = _checked_sequence(metric_readers, "metric_readers", _metric_reader_class()) if metric_readers else []
     with STATE.lock:
@@ -210,7 +210,7 @@ def current() -> TelemetryInfo | None:
 def _engine_for(settings: Settings, processors: list[SpanProcessor], readers: list[MetricReader]) -> str:
     """Which engine this ``init()`` gets: ``sdk`` on providers someone else installed (or with processors or
     readers to feed), ``inline`` when the SDK's console exporters print to our stdout, else as configured."""
-    if foreign_providers() or processors or readers or settings.engine == "sdk":
+    if _foreign_providers() or processors or readers or settings.engine == "sdk":
         return "sdk"
     console = settings.mode == "otlp" and (settings.traces.console or settings.metrics.console)
     if settings.engine == "inline" or console:
@@ -218,13 +218,17 @@ def _engine_for(settings: Settings, processors: list[SpanProcessor], readers: li
     return "process"
 
 
-def foreign_providers() -> bool:
+def _foreign_providers() -> bool:
     """A tracer or meter provider installed by someone else (``opentelemetry-instrument`` with the SDK's own
     configurator, the bot's code). Ours, from an earlier ``init()`` in this process, does not count."""
     tracer_provider = trace.get_tracer_provider()
     if not isinstance(tracer_provider, trace.ProxyTracerProvider) and tracer_provider is not _records_provider[0]:
         return True
-    # Public API only: the API hands out its own proxy (or no-op) until a provider is set.
+    return _meter_provider_installed()
+
+
+def _meter_provider_installed() -> bool:
+    """Public API only: until a provider is set, the API hands out its own proxy (or no-op) provider."""
     return not type(metrics.get_meter_provider()).__module__.startswith("opentelemetry.metrics")
 
 
@@ -348,6 +352,7 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
     from qt_telemetry._engine.exporter.pipeline import (
         Pipeline,
         console_metric_exporter,
+        console_span_exporter,
         otlp_metric_exporter,
         otlp_span_exporter,
         views,
@@ -363,9 +368,7 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
         if settings.mode == "otlp" and settings.traces.enabled:
             created_tp.add_span_processor(BatchSpanProcessor(otlp_span_exporter(settings)))
         if settings.mode == "otlp" and settings.traces.console:
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-            created_tp.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+            created_tp.add_span_processor(BatchSpanProcessor(console_span_exporter()))
         if settings.console:
             from qt_telemetry._engine.exporter.console import TraceSummaryExporter
 
@@ -385,7 +388,7 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
     created_mp: MeterProvider | None = None
     listen: socket.socket | None = None
     stop_server: Callable[[], None] | None = None
-    if type(metrics.get_meter_provider()).__module__.startswith("opentelemetry.metrics"):  # none installed yet
+    if not _meter_provider_installed():
         all_readers = list(readers)
         if settings.mode == "local":
             listen = _metrics_socket(settings)

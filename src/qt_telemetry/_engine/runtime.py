@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
-import resource
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,8 +21,6 @@ from qt_telemetry import semconv
 
 MAX_AGE_S: Final = 0.5
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-#: ru_maxrss is in KiB on Linux, bytes on macOS (only used where /proc is missing).
-_MAXRSS_UNIT = 1 if os.uname().sysname == "Darwin" else 1024
 
 
 class RuntimeSampler:
@@ -82,8 +80,13 @@ def _read() -> dict[str, Any]:
                 if line.startswith(b"Threads:"):
                     out["threads"] = int(line.split()[1])  # the OS's count: the exporter's and C threads too
                     break
-    except (OSError, ValueError, IndexError):
-        out["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT  # the peak, not the current
+    except (OSError, ValueError, IndexError):  # no /proc (macOS): the peak RSS is what the OS tells cheaply
+        try:
+            import resource
+
+            out["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        except ImportError:  # Windows
+            pass
     for fd_dir in ("/proc/self/fd", "/dev/fd"):
         try:
             out["fds"] = len(os.listdir(fd_dir)) - 1  # less the descriptor listdir itself opened

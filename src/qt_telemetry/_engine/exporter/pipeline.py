@@ -72,9 +72,7 @@ class Pipeline:
         if s.mode == "otlp" and s.traces.enabled:
             out.append(otlp_span_exporter(s))
         if s.mode == "otlp" and s.traces.console:  # OTEL_TRACES_EXPORTER=console (the inline engine: our stdout)
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-            out.append(ConsoleSpanExporter())
+            out.append(console_span_exporter())
         if s.console:
             from qt_telemetry._engine.exporter.console import TraceSummaryExporter
 
@@ -176,6 +174,12 @@ def otlp_span_exporter(settings: Settings) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
     return HttpSpanExporter(endpoint=sig.endpoint, headers=headers)
+
+
+def console_span_exporter() -> SpanExporter:
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    return ConsoleSpanExporter()
 
 
 def console_metric_exporter() -> Any:
