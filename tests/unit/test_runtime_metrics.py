@@ -121,3 +121,33 @@ def test_gc_pauses_are_timed_per_generation_and_never_raise() -> None:
 @pytest.mark.parametrize("name", [s.name for s in semconv.RUNTIME_METRICS])
 def test_runtime_metric_attributes_are_low_cardinality_metric_keys(name: str) -> None:
     assert set(semconv.METRICS[name].attributes) <= semconv.METRIC_ATTRIBUTE_KEYS
+
+
+FORKING_BOT = textwrap.dedent("""
+    import os, time, qt_telemetry as qt
+    qt.init(metric_export_interval=0.5)
+    child = os.fork()
+    if child == 0:
+        time.sleep(1.5)  # the child's janitor reports its own numbers meanwhile
+        os._exit(0)
+    os.waitpid(child, 0)
+    qt.shutdown()
+    print(os.getpid(), child)
+""")
+
+
+def test_a_forked_child_reports_its_own_runtime_metrics() -> None:
+    receiver = OtlpHttpReceiver()
+    try:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QT_TELEMETRY_"))}
+        proc = subprocess.run([sys.executable, "-c", FORKING_BOT], capture_output=True, text=True, timeout=60,
+                              check=False, env={**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
+        assert proc.returncode == 0, proc.stderr
+        parent, child = map(int, proc.stdout.split())
+
+        def reporting() -> set[int]:
+            return {res["process.pid"] for res, m in receiver.metrics() if m.name == "process.thread.count"}
+
+        receiver.wait_for(lambda: reporting() == {parent, child}, what="both processes' thread counts")
+    finally:
+        receiver.close()
