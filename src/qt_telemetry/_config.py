@@ -9,6 +9,7 @@ propagators) are validated here too, with the same rules the exporters apply.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -466,8 +467,6 @@ def _check_grpc_installed(traces: SignalExport, metrics: SignalExport, protocol_
     if not wanted:
         return
     try:
-        import importlib.util
-
         found = importlib.util.find_spec(GRPC_EXPORTER_MODULE) is not None
     except (ImportError, ValueError):
         found = False
