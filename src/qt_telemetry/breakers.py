@@ -61,7 +61,7 @@ def record_breaker_state(breaker: Any, state: Any, *, reason: Any = None) -> Non
 
 
 class PyBreakerListener:
-    """A ``pybreaker.CircuitBreakerListener`` that records every state change (``pip install qt-telemetry[pybreaker]``)."""
+    """A ``pybreaker.CircuitBreakerListener`` that records every state change (the ``pybreaker`` extra)."""
 
     def __init__(self, name: Any = None) -> None:
         self.name = text(name)

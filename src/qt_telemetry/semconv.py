@@ -30,6 +30,8 @@ TRADE_DURATION_BUCKETS_S: Final = (
 )
 #: Gap between two market-data messages: 1 ms .. 2 min.
 FEED_GAP_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+#: One garbage collection's pause: 0.1 ms (a young collection) .. 1 s (a full one over a large heap).
+GC_PAUSE_BUCKETS_S: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 #: Slippage magnitude in basis points (the direction is a label: a histogram cannot hold negative values).
 SLIPPAGE_BUCKETS_BPS: Final = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 
@@ -56,6 +58,13 @@ TELEMETRY_SIGNAL: Final = "signal"
 TELEMETRY_REASON: Final = "reason"
 #: ``adverse`` (worse than the reference price, or equal) or ``favourable``: the sign of a slippage.
 SLIPPAGE_DIRECTION: Final = "slippage.direction"
+#: Which process of the bot a runtime metric describes: ``bot`` (a trading process) or ``exporter``.
+PROCESS_ROLE: Final = "qt.process.role"
+ROLE_BOT: Final = "bot"
+ROLE_EXPORTER: Final = "exporter"
+#: OpenTelemetry's process and CPython runtime conventions.
+CPU_MODE: Final = "cpu.mode"
+GC_GENERATION: Final = "cpython.gc.generation"
 
 # Span-only attributes (high cardinality: never metric labels).
 ORDER_QUANTITY: Final = "order.quantity"
@@ -92,7 +101,8 @@ PEER_SERVICE: Final = "peer.service"
 #: Keys allowed as metric attributes. Anything else is a span attribute only.
 METRIC_ATTRIBUTE_KEYS: Final = frozenset({
     VENUE, SYMBOL, SIDE, ORDER_TYPE, OUTCOME, STRATEGY, ERROR_TYPE, STAGE, REASON, RISK_RULE, BREAKER,
-    KILL_SWITCH, FEED, ORDER_EVENT, TELEMETRY_ERROR_KIND, TELEMETRY_SIGNAL, SLIPPAGE_DIRECTION,
+    KILL_SWITCH, FEED, ORDER_EVENT, TELEMETRY_ERROR_KIND, TELEMETRY_SIGNAL, SLIPPAGE_DIRECTION, PROCESS_ROLE,
+    CPU_MODE, GC_GENERATION,
 })
 
 # --- outcome values -------------------------------------------------------------------------------------
@@ -164,10 +174,14 @@ class MetricSpec:
     buckets: tuple[float, ...] | None = None
     #: Attributes left out of the series when the measurement has none (instead of ``unknown``).
     optional: tuple[str, ...] = ()
+    #: Read from the gauge board like a gauge, reported by the asynchronous instrument of ``kind`` (a counter's
+    #: value is then the running total, e.g. CPU seconds so far).
+    observed: bool = False
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"qt(\.[a-z][a-z0-9_]*)+", self.name):
-            raise ValueError(f"metric name {self.name!r}: lowercase, dotted, under 'qt.'")
+        if not re.fullmatch(r"(qt|process|cpython)(\.[a-z][a-z0-9_]*)+", self.name):
+            raise ValueError(f"metric name {self.name!r}: lowercase, dotted, under 'qt.' (or OpenTelemetry's own "
+                             "'process.' / 'cpython.' runtime conventions)")
         if not re.fullmatch(r"s|1|By|\{[a-z_]+\}", self.unit):
             raise ValueError(f"{self.name}: unit {self.unit!r} is not 's', '1', 'By' or an annotation like '{{order}}'")
         if set(re.split(r"[._]", self.name)) & {"seconds", "total", "ms", "ratio", "milliseconds", "bytes"}:
@@ -272,6 +286,42 @@ HEARTBEAT: Final = MetricSpec(
     "qt.telemetry.heartbeat", "gauge", "s",
     "Unix time of the SDK's latest export: a dead bot or exporter stops it, so silence is never 'all quiet'.")
 
+# Runtime metrics of each process (OpenTelemetry's process and CPython conventions where they exist), sampled
+# off the trading thread; the role attribute tells the bot's processes from its exporter.
+PROCESS_CPU_TIME: Final = MetricSpec(
+    "process.cpu.time", "counter", "s", "CPU seconds the process has used, by mode (user, system).",
+    (PROCESS_ROLE, CPU_MODE), observed=True)
+PROCESS_MEMORY_USAGE: Final = MetricSpec(
+    "process.memory.usage", "updowncounter", "By", "Resident memory of the process (RSS).", (PROCESS_ROLE,),
+    observed=True)
+PROCESS_MEMORY_VIRTUAL: Final = MetricSpec(
+    "process.memory.virtual", "updowncounter", "By", "Virtual memory of the process.", (PROCESS_ROLE,),
+    observed=True)
+PROCESS_THREAD_COUNT: Final = MetricSpec(
+    "process.thread.count", "updowncounter", "{thread}", "Threads of the process (the OS's count).",
+    (PROCESS_ROLE,), observed=True)
+PROCESS_FILE_DESCRIPTORS: Final = MetricSpec(
+    "process.unix.file_descriptor.count", "updowncounter", "{file_descriptor}",
+    "Open file descriptors of the process (sockets included).", (PROCESS_ROLE,), observed=True)
+GC_COLLECTIONS: Final = MetricSpec(
+    "cpython.gc.collections", "counter", "{collection}", "Garbage collections run, by generation.",
+    (PROCESS_ROLE, GC_GENERATION), observed=True)
+GC_COLLECTED: Final = MetricSpec(
+    "cpython.gc.collected_objects", "counter", "{object}", "Objects the garbage collector freed, by generation.",
+    (PROCESS_ROLE, GC_GENERATION), observed=True)
+GC_UNCOLLECTABLE: Final = MetricSpec(
+    "cpython.gc.uncollectable_objects", "counter", "{object}",
+    "Objects the garbage collector found but could not free, by generation.", (PROCESS_ROLE, GC_GENERATION),
+    observed=True)
+GC_DURATION: Final = MetricSpec(
+    "qt.runtime.gc.duration", "histogram", "s",
+    "Pause of one garbage collection, by generation: the stall a trading loop meets (no OpenTelemetry "
+    "convention exists for CPython yet).", (PROCESS_ROLE, GC_GENERATION), GC_PAUSE_BUCKETS_S)
+RUNTIME_METRICS: Final = (PROCESS_CPU_TIME, PROCESS_MEMORY_USAGE, PROCESS_MEMORY_VIRTUAL, PROCESS_THREAD_COUNT,
+                          PROCESS_FILE_DESCRIPTORS, GC_COLLECTIONS, GC_COLLECTED, GC_UNCOLLECTABLE, GC_DURATION)
+
+
+
 @dataclass(frozen=True)
 class Magnitude:
     """A value source of :data:`SPAN_METRICS`: the absolute value of the span attribute ``key``."""
@@ -300,7 +350,7 @@ METRICS: Final = {
         KILL_SWITCH_ACTIVE, KILL_SWITCH_LAST_CHANGE, KILL_SWITCH_ACTIVATIONS, BREAKER_STATE, BREAKER_TRIPS,
         BREAKER_RESETS, RISK_CHECKS, RISK_CHECK_LATENCY, DAILY_PNL_USED, OPEN_POSITIONS, MAX_POSITIONS,
         GROSS_EXPOSURE, FEED_CONNECTED, FEED_GAP, FEED_STALENESS, FEED_MESSAGES, FEED_RECONNECTS,
-        TELEMETRY_ERRORS, TELEMETRY_DROPPED, HEARTBEAT,
+        TELEMETRY_ERRORS, TELEMETRY_DROPPED, HEARTBEAT, *RUNTIME_METRICS,
     )
 }
 

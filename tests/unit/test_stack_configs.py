@@ -114,15 +114,20 @@ def test_alert_rules_only_query_series_the_sdk_or_pipeline_produces() -> None:
 
 # --- Alertmanager --------------------------------------------------------------------------------------
 
+ALERTMANAGER = REPO / "alertmanager"
+
+
 @pytest.mark.servers("amtool")
-def test_amtool_accepts_the_alertmanager_config() -> None:
-    out = _run(binary("amtool"), "check-config", "alertmanager/alertmanager.yml")
+@pytest.mark.parametrize("config", ["alertmanager.yml", "alertmanager.quiet.yml"])
+def test_amtool_accepts_the_alertmanager_configs(config: str) -> None:
+    out = _run(binary("amtool"), "check-config", f"alertmanager/{config}")
     assert "SUCCESS" in out and "3 receivers" in out
 
 
 @pytest.mark.servers("amtool")
-def test_routing_pages_critical_notifies_warning_and_only_shows_info() -> None:
-    amtool, cfg = binary("amtool"), "alertmanager/alertmanager.yml"
+@pytest.mark.parametrize("config", ["alertmanager.yml", "alertmanager.quiet.yml"])
+def test_routing_pages_critical_notifies_warning_and_only_shows_info(config: str) -> None:
+    amtool, cfg = binary("amtool"), f"alertmanager/{config}"
     for labels, receiver in ((["severity=critical", "alertname=QtKillSwitchActive"], "page"),
                              (["severity=warning", "alertname=QtFeedStale"], "notify"),
                              (["severity=info", "alertname=QtMaxPositionsReached"], "null")):
@@ -131,9 +136,17 @@ def test_routing_pages_critical_notifies_warning_and_only_shows_info() -> None:
 
 
 def test_no_webhook_url_is_written_in_the_alertmanager_config() -> None:
-    text = (REPO / "alertmanager" / "alertmanager.yml").read_text()
+    text = (ALERTMANAGER / "alertmanager.yml").read_text()
     assert not re.search(r"^\s*-?\s*url:\s", text, re.MULTILINE) and "http" not in text.split("receivers:")[1]
     assert text.count("url_file: /run/secrets/") == 2
+
+
+def test_the_quiet_config_compose_starts_is_the_paging_one_without_its_webhooks() -> None:
+    paging = yaml.safe_load((ALERTMANAGER / "alertmanager.yml").read_text())
+    quiet = yaml.safe_load((ALERTMANAGER / "alertmanager.quiet.yml").read_text())
+    assert quiet["route"] == paging["route"] and quiet["inhibit_rules"] == paging["inhibit_rules"]
+    assert quiet["receivers"] == [{"name": r["name"]} for r in paging["receivers"]]  # no integration: nobody paged
+    assert {k for r in paging["receivers"] for k in r} == {"name", "webhook_configs"}
 
 
 # --- Grafana -------------------------------------------------------------------------------------------
@@ -217,7 +230,8 @@ def test_tempo_config_receives_otlp_and_reports_no_usage() -> None:
 
 # --- docker compose ------------------------------------------------------------------------------------
 
-def _compose(env: dict[str, str] | None, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _compose(env: dict[str, str] | None, tmp_path: Path,
+             files: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     cmd = [binary("compose_check")]
     if env is not None:
         env_file = tmp_path / "test.env"
@@ -225,25 +239,49 @@ def _compose(env: dict[str, str] | None, tmp_path: Path) -> subprocess.Completed
         cmd += ["--env-file", str(env_file)]
     clean = {k: v for k, v in __import__("os").environ.items()
              if not k.startswith(("GRAFANA_", "ALERTMANAGER_"))}
-    return subprocess.run([*cmd, "docker-compose.yml"], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env=clean)
+    return subprocess.run([*cmd, *(files or ["docker-compose.yml"])], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, env=clean, check=False)
 
 
-SECRETS = {"GRAFANA_ADMIN_PASSWORD": "s3cret-test", "ALERTMANAGER_PAGE_WEBHOOK_URL": "http://hook/page",
-           "ALERTMANAGER_NOTIFY_WEBHOOK_URL": "http://hook/notify"}
+SECRETS = {"GRAFANA_ADMIN_PASSWORD": "s3cret-test"}
+WEBHOOKS = {"ALERTMANAGER_PAGE_WEBHOOK_URL": "http://hook/page", "ALERTMANAGER_NOTIFY_WEBHOOK_URL": "http://hook/notify"}
+PAGING = ["docker-compose.yml", "docker-compose.paging.yml"]
 
 
 @pytest.mark.servers("compose_check")
-def test_compose_refuses_to_start_without_the_required_secrets(tmp_path: Path) -> None:
+def test_compose_needs_only_the_grafana_password(tmp_path: Path) -> None:
     proc = _compose(None, tmp_path)
     assert proc.returncode != 0
-    for name in SECRETS:
-        assert f"required variable {name} is missing a value" in proc.stderr
+    assert "required variable GRAFANA_ADMIN_PASSWORD is missing a value" in proc.stderr
+    assert "ALERTMANAGER" not in proc.stderr  # no webhook URL to invent before the first `up`
+    proc = _compose(SECRETS, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    alertmanager = json.loads(proc.stdout)["services"]["alertmanager"]
+    assert "--config.file=/etc/alertmanager/alertmanager.quiet.yml" in alertmanager["command"]
+    assert not alertmanager.get("secrets")
 
 
 @pytest.mark.servers("compose_check")
-def test_compose_project_is_locked_down(tmp_path: Path) -> None:
-    proc = _compose(SECRETS, tmp_path)
+def test_paging_needs_both_webhook_urls_and_passes_them_as_secret_files(tmp_path: Path) -> None:
+    proc = _compose(SECRETS, tmp_path, files=PAGING)
+    assert proc.returncode != 0
+    for name in WEBHOOKS:
+        assert f"required variable {name} is missing a value" in proc.stderr
+    proc = _compose({**SECRETS, **WEBHOOKS}, tmp_path, files=PAGING)
+    assert proc.returncode == 0, proc.stderr
+    services = json.loads(proc.stdout)["services"]
+    alertmanager = services["alertmanager"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    assert {s["target"] for s in alertmanager["secrets"]} == {"/run/secrets/alertmanager_page_webhook_url",
+                                                              "/run/secrets/alertmanager_notify_webhook_url"}
+    for url in WEBHOOKS.values():
+        assert url not in json.dumps(services)  # secrets reach containers as files, not in the definition
+
+
+@pytest.mark.servers("compose_check")
+@pytest.mark.parametrize("files", [["docker-compose.yml"], PAGING], ids=["default", "paging"])
+def test_compose_project_is_locked_down(tmp_path: Path, files: list[str]) -> None:
+    proc = _compose({**SECRETS, **WEBHOOKS}, tmp_path, files=files)
     assert proc.returncode == 0, proc.stderr
     project = json.loads(proc.stdout)
     services = project["services"]
@@ -265,8 +303,8 @@ def test_compose_project_is_locked_down(tmp_path: Path) -> None:
     assert "--web.enable-remote-write-receiver" in services["prometheus"]["command"]
     assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
     assert "--enable-feature=native-histograms" in services["prometheus"]["command"]
-    text = (REPO / "docker-compose.yml").read_text()
-    assert "0.0.0.0" not in text
+    for path in files:
+        assert "0.0.0.0" not in (REPO / path).read_text()
     for secret in SECRETS.values():
         assert secret not in json.dumps(services)  # secrets reach containers as files, not in the definition
 

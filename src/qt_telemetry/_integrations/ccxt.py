@@ -219,7 +219,8 @@ def _instrument_classes() -> None:
         import ccxt  # type: ignore[import-untyped,import-not-found,unused-ignore]
         import ccxt.async_support  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as exc:  # pragma: no cover - depends on the extra being installed
-        raise ConfigurationError("instrument_ccxt needs ccxt: pip install 'qt-telemetry[ccxt]'") from exc
+        raise ConfigurationError("instrument_ccxt needs ccxt: pip install -e '.[ccxt]' in the qt-telemetry "
+                                 "checkout") from exc
     modules: list[Any] = [ccxt, ccxt.async_support]
     try:
         import ccxt.pro  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -269,7 +270,8 @@ def _load_errors() -> None:
     try:
         from ccxt.base import errors  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as exc:  # pragma: no cover - depends on the extra being installed
-        raise ConfigurationError("instrument_ccxt needs ccxt: pip install 'qt-telemetry[ccxt]'") from exc
+        raise ConfigurationError("instrument_ccxt needs ccxt: pip install -e '.[ccxt]' in the qt-telemetry "
+                                 "checkout") from exc
     _errors["rejected"] = (errors.InsufficientFunds, errors.InvalidOrder)
     _errors["timeout"] = errors.RequestTimeout
     _errors["network"] = errors.NetworkError

@@ -14,8 +14,8 @@ from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, Protocol, TypeVar
 
 import wrapt
-from opentelemetry import trace as _trace
 
+from qt_telemetry._engine.recorder.otel_internals import TRACE as _trace
 from qt_telemetry._engine.recorder.safety import telemetry_error
 from qt_telemetry._engine.recorder.state import STATE
 
