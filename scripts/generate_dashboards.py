@@ -40,6 +40,32 @@ def quantile(q: float, spec: sc.MetricSpec, by: str = "", extra: str = "") -> st
     return f"{explicit} or histogram_quantile({q}, {native_sum} (rate({p(spec)}{{{matcher}}}[{RATE}])))"
 
 
+DIRECTION = sc.prometheus_label(sc.SLIPPAGE_DIRECTION)
+
+
+def reject_rate(matcher: str, window: str) -> str:
+    """Failed placements plus venue rejects (each reject is one qt.order.events{order.event="reject"}, at placement
+    or later) over orders placed, per venue: the same expression as the QtOrderRejectRateHigh alert."""
+    failed = count(sc.ORDER_LATENCY, "rate", f'{matcher}, outcome="error"', window)
+    rejects = f'rate({p(sc.ORDER_EVENTS)}{{{matcher}, order_event="reject"}}[{window}])'
+    return (f"sum by (venue) (({failed}) or {rejects}) / "
+            f"sum by (venue) ({count(sc.ORDER_LATENCY, 'rate', matcher, window)})")
+
+
+def slippage_mean(matcher: str) -> str:
+    """The signed mean in bp: (adverse sum - favourable sum) / fills = (sum - 2 x favourable sum) / fills."""
+    total = f"sum by (venue) (rate({p(sc.SLIPPAGE, '_sum')}{{{matcher}}}[{RATE}]))"
+    favourable = f'sum by (venue) (rate({p(sc.SLIPPAGE, "_sum")}{{{matcher}, {DIRECTION}="favourable"}}[{RATE}]))'
+    fills = f"sum by (venue) (rate({p(sc.SLIPPAGE, '_count')}{{{matcher}}}[{RATE}]))"
+    return f"({total} - 2 * ({favourable} or {total} * 0)) / {fills}"
+
+
+def favourable_share(matcher: str) -> str:
+    fills = f"sum by (venue) (rate({p(sc.SLIPPAGE, '_count')}{{{matcher}}}[{RATE}]))"
+    favourable = f'sum by (venue) (rate({p(sc.SLIPPAGE, "_count")}{{{matcher}, {DIRECTION}="favourable"}}[{RATE}]))'
+    return f"({favourable} or {fills} * 0) / {fills}"
+
+
 def count(spec: sc.MetricSpec, fn: str, matcher: str, window: str) -> str:
     """Observations per series of a histogram (orders, for the order latency): ``_count`` or native."""
     return f"{fn}({p(spec, '_count')}{{{matcher}}}[{window}]) or histogram_count({fn}({p(spec)}{{{matcher}}}[{window}]))"
@@ -184,11 +210,20 @@ def order_execution() -> Board:
     b.add("timeseries", "Orders by outcome",
           [(f"sum by (venue, outcome) ({count(sc.ORDER_LATENCY, 'rate', f'{SEL}, {venue}', RATE)})",
             "{{venue}} {{outcome}}")],
-          unit="ops")
-    b.add("timeseries", "Slippage p50 / p95 (bp)",
-          [(quantile(0.5, sc.SLIPPAGE, "venue", venue), "p50 {{venue}}"),
-           (quantile(0.95, sc.SLIPPAGE, "venue", venue), "p95 {{venue}}")], exemplars=True,
-          description="Fill price versus the signal's reference price, in basis points; positive is worse.")
+          unit="ops", description="The placement's own outcome; a venue reject after placement is in the reject "
+                                  "rate and the rejects by reason.")
+    b.add("timeseries", "Failed or rejected orders (share)", [(reject_rate(f"{SEL}, {venue}", RATE), "{{venue}}")],
+          unit="percentunit", thresholds=[(None, "green"), (0.1, "red")],
+          description="(placements failed + venue rejects, at placement or later) / orders placed: what "
+                      "QtOrderRejectRateHigh alerts on.")
+    b.add("timeseries", "Slippage (bp): signed mean, adverse p95",
+          [(slippage_mean(f"{SEL}, {venue}"), "mean {{venue}}"),
+           (quantile(0.95, sc.SLIPPAGE, "venue", f'{venue}, {DIRECTION}="adverse"'), "adverse p95 {{venue}}")],
+          exemplars=True,
+          description="Fill price versus the signal's reference price, in basis points. Mean: positive is a cost, "
+                      "negative a gain; p95 of the adverse fills: the cost tail.")
+    b.add("timeseries", "Favourable fills (share)", [(favourable_share(f"{SEL}, {venue}"), "{{venue}}")],
+          unit="percentunit", description="Fills better than the signal's reference price.")
     b.add("timeseries", "Fill latency p95",
           [(quantile(0.95, sc.FILL_LATENCY, "venue", venue), "{{venue}}")], unit="s", exemplars=True)
     b.add("bargauge", "Venue rejects by reason (1h)",

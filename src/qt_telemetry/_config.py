@@ -9,10 +9,12 @@ propagators) are validated here too, with the same rules the exporters apply.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -221,6 +223,10 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
     Setting("gc_freeze", ("QT_TELEMETRY_GC_FREEZE",), True, _bool,
             "`init()` runs one `gc.collect()` then `gc.freeze()` (once per process), so later full collections skip "
             "what exists at start-up: no 10–20 ms gen-2 pauses in the trading loop (see Benchmarks)"),
+    Setting("runtime_metrics", ("QT_TELEMETRY_RUNTIME_METRICS",), True, _bool,
+            "CPU, memory, threads, file descriptors and GC (collections and pauses) of the bot and of its exporter "
+            "process (`process.*`, `cpython.gc.*`, `qt.runtime.gc.duration`; with the `process` and `inline` "
+            "engines)"),
     Setting("slow_order_seconds", ("QT_TELEMETRY_SLOW_ORDER_SECONDS",), 0.5, _number(0.0, 3600.0),
             "an order slower than this keeps its trace under tail sampling (`qt.sampling.keep`)"),
     Setting("trace_keep_ratio", ("QT_TELEMETRY_TRACE_KEEP_RATIO",), 1.0, _number(0.0, 1.0),
@@ -245,6 +251,8 @@ class SignalExport:
     #: The endpoint actually used (for messages and ``doctor``).
     effective_endpoint: str
     enabled: bool = True
+    #: ``OTEL_{TRACES,METRICS}_EXPORTER`` names ``console``: the SDK's console exporter prints to stdout.
+    console: bool = False
 
 
 @dataclass(frozen=True)
@@ -275,6 +283,7 @@ class Settings:
     secret_patterns: tuple[str, ...]
     secret_values: tuple[str, ...] = field(repr=False)
     batch: BatchSettings = field(default_factory=lambda: BatchSettings())
+    runtime_metrics: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -318,6 +327,7 @@ def resolve(environ: Mapping[str, str] | None = None, **arguments: Any) -> Setti
     traces, metrics = _apply_exporter_selection(traces, metrics, env)
     if mode == "otlp":
         _check_otlp_variables(env, traces, metrics)
+        _check_grpc_installed(traces, metrics, sources["protocol"] if values["protocol"] else None, env)
     _check_sdk_variables(env)
     console = values["console"] if values["console"] is not None else mode == "local"
     return Settings(
@@ -330,7 +340,7 @@ def resolve(environ: Mapping[str, str] | None = None, **arguments: Any) -> Setti
         log_correlation=values["log_correlation"], gc_freeze=values["gc_freeze"], slow_order_seconds=values["slow_order_seconds"],
         trace_keep_ratio=values["trace_keep_ratio"], native_histograms=values["native_histograms"],
         secret_keys=values["secret_keys"], secret_patterns=values["secret_patterns"],
-        secret_values=values["secret_values"], batch=_batch_settings(env),
+        secret_values=values["secret_values"], batch=_batch_settings(env), runtime_metrics=values["runtime_metrics"],
     )
 
 
@@ -364,6 +374,8 @@ def _signal(signal: str, values: Mapping[str, Any], endpoint_source: str, env: M
     grpc = proto == "grpc"
     if values["endpoint"] is not None:  # our own base endpoint: we compute the per-signal URL ourselves
         url = check_endpoint(values["endpoint"], endpoint_source, grpc)
+        if not grpc and signal == "traces":
+            _warn_signal_path(url, endpoint_source)
         endpoint = url if grpc else url.rstrip("/") + _SIGNAL_PATHS[signal]
         return SignalExport(proto, endpoint, endpoint)
     specific = env.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", "").strip()
@@ -372,12 +384,29 @@ def _signal(signal: str, values: Mapping[str, Any], endpoint_source: str, env: M
         effective = check_endpoint(specific, f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", grpc)
     elif general:
         url = check_endpoint(general, OTEL_EXPORTER_OTLP_ENDPOINT, grpc)
+        if not grpc and signal == "traces":
+            _warn_signal_path(url, OTEL_EXPORTER_OTLP_ENDPOINT)
         effective = url if grpc else url.rstrip("/") + _SIGNAL_PATHS[signal]
     else:
         effective = DEFAULT_GRPC_ENDPOINT if grpc else DEFAULT_HTTP_ENDPOINT + _SIGNAL_PATHS[signal]
         return SignalExport(proto, effective, effective)
     # Let the exporter read the OTEL_* variables itself, so every standard rule keeps applying.
     return SignalExport(proto, None, effective)
+
+
+def _warn_signal_path(url: str, setting: str) -> None:
+    """A base endpoint that already names a signal's path: the spec appends ``/v1/traces`` to it again."""
+    path = urlsplit(url).path.rstrip("/")
+    for known in _SIGNAL_PATHS.values():
+        if path.endswith(known):
+            base = url.rstrip("/")[: -len(known)] or url
+            warnings.warn(
+                f"{setting}={url!r} already ends in {known}: it is a base URL, to which OTLP/HTTP appends "
+                f"/v1/traces and /v1/metrics (giving {path}/v1/traces, as the OpenTelemetry spec says), so the "
+                f"collector will answer 404; set it to {base!r}, or give a full URL per signal with "
+                f"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                RuntimeWarning, stacklevel=5)  # the caller of init()
+            return
 
 
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}"
@@ -414,17 +443,41 @@ def _valid_host(host: str) -> bool:
 
 def _apply_exporter_selection(traces: SignalExport, metrics: SignalExport,
                               env: Mapping[str, str]) -> tuple[SignalExport, SignalExport]:
+    """``OTEL_{TRACES,METRICS}_EXPORTER``: a comma-separated list of ``otlp`` and ``console``, or ``none``."""
     out = []
     for sig, name in ((traces, OTEL_TRACES_EXPORTER), (metrics, OTEL_METRICS_EXPORTER)):
-        value = env.get(name, "").strip().lower()
-        if value in ("", "otlp"):
-            out.append(sig)
-        elif value == "none":
-            out.append(SignalExport(sig.protocol, sig.endpoint, sig.effective_endpoint, enabled=False))
-        else:
-            raise ConfigurationError(f"{name}={show(value)}: qt-telemetry supports 'otlp' or 'none' here; "
-                                     f"for a collector-less setup use {QT_TELEMETRY_MODE}=local")
+        raw = env.get(name, "").strip().lower()
+        chosen = {v.strip() for v in raw.split(",") if v.strip()} or {"otlp"}
+        if not chosen <= {"otlp", "console", "none"} or ("none" in chosen and len(chosen) > 1):
+            raise ConfigurationError(f"{name}={show(raw)}: qt-telemetry supports 'otlp', 'console' (the SDK's "
+                                     f"console exporter, on stdout), both ('otlp,console') or 'none'; for a "
+                                     f"collector-less setup with a /metrics endpoint use {QT_TELEMETRY_MODE}=local")
+        out.append(SignalExport(sig.protocol, sig.endpoint, sig.effective_endpoint, enabled="otlp" in chosen,
+                                console="console" in chosen))
     return out[0], out[1]
+
+
+GRPC_EXPORTER_MODULE: Final = "opentelemetry.exporter.otlp.proto.grpc"
+
+
+def _check_grpc_installed(traces: SignalExport, metrics: SignalExport, protocol_source: str | None,
+                          env: Mapping[str, str]) -> None:
+    """gRPC is an extra (grpcio is large): selecting it without the extra fails here, naming the setting."""
+    wanted = [(s, n) for s, n in ((traces, "TRACES"), (metrics, "METRICS")) if s.enabled and s.protocol == "grpc"]
+    if not wanted:
+        return
+    try:
+        found = importlib.util.find_spec(GRPC_EXPORTER_MODULE) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return
+    variables = (f"OTEL_EXPORTER_OTLP_{wanted[0][1]}_PROTOCOL", OTEL_EXPORTER_OTLP_PROTOCOL)
+    # not our argument or variable: the standard variable that chose gRPC
+    setting = protocol_source or next((v for v in variables if env.get(v, "").strip()), OTEL_EXPORTER_OTLP_PROTOCOL)
+    raise ConfigurationError(f"{setting}='grpc': the OTLP/gRPC exporter is not installed; install the grpc extra "
+                             "(`pip install -e '.[grpc]'` in the qt-telemetry checkout) or use the default, "
+                             "'http/protobuf'")
 
 
 # --- the standard variables the exporters read themselves ----------------------------------------------

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from qt_telemetry import _config, logs
 from qt_telemetry._config import ConfigurationError, Settings, show
+from qt_telemetry._engine.recorder import runtime_metrics
 from qt_telemetry._engine.recorder.engines import Engine, QueuedEngine, RecordEngine, RecordingProcessor, error_counter
 from qt_telemetry._engine.recorder.outbox import Outbox
 from qt_telemetry._engine.recorder.safety import telemetry_error
@@ -68,6 +68,13 @@ class Installed:
     engine: Engine
     close: Callable[[float], bool]  # bounded shutdown of what init() created
     flush: Callable[[float], bool]
+    #: Set up by ``opentelemetry-instrument`` (our configurator) from the environment alone: the bot's own
+    #: ``init()`` with explicit arguments replaces it instead of being ignored.
+    launcher: bool = False
+
+
+#: How long replacing the launcher's setup may take: it holds the records of the first instants at most.
+_REPLACE_BUDGET_S = 0.5
 
 
 def init(
@@ -104,30 +111,70 @@ def init(
     by ``opentelemetry-instrument``) is used as it is; ``span_processors`` are added to it.
 
     Returns what was set up, or None when ``OTEL_SDK_DISABLED=true``. Raises :class:`ConfigurationError` for an
-    invalid setting, naming it. A second call warns and keeps the first setup.
+    invalid setting, naming it. A second call warns and keeps the first setup, except the setup
+    ``opentelemetry-instrument`` made with our distro: arguments that change it replace it.
     """
     arguments = {k: v for k, v in locals().items() if k not in ("span_processors", "metric_readers")}
     settings = _config.resolve(**{k: v for k, v in arguments.items() if v is not None})
     processors = _checked_sequence(span_processors, "span_processors", SpanProcessor)
     readers = _checked_sequence(metric_readers, "metric_readers", _metric_reader_class()) if metric_readers else []
     with STATE.lock:
-        if STATE.installed is not None:
-            warnings.warn("qt_telemetry.init() was already called; keeping the first setup", RuntimeWarning,
-                          stacklevel=2)
-            return STATE.installed.info  # type: ignore[no-any-return]
+        previous: Installed | None = STATE.installed
+        if previous is not None:
+            if not previous.launcher:
+                warnings.warn("qt_telemetry.init() was already called; keeping the first setup", RuntimeWarning,
+                              stacklevel=2)
+                return previous.info
+            if settings == previous.settings and not processors and not readers:
+                return previous.info  # the launcher already set up exactly this
+            # The launcher set us up from the environment before the bot ran; the bot's own arguments win.
+            STATE.installed, STATE.engine = None, None
+            previous.close(_REPLACE_BUDGET_S)
         if settings.disabled:
             _log.info("OTEL_SDK_DISABLED is set: qt-telemetry records nothing")
             return None
         installed = _install(settings, processors, readers)
         STATE.installed = installed
         STATE.engine = installed.engine
+    _activate(installed)
+    if settings.service_name and installed.info.service_name != settings.service_name:
+        warnings.warn(f"service_name={settings.service_name!r} is not applied: the providers installed before "
+                      f"init() export as service.name={installed.info.service_name!r}; set OTEL_SERVICE_NAME for "
+                      f"them, or run qt-telemetry's own distro (OTEL_PYTHON_DISTRO=qt_telemetry)", RuntimeWarning,
+                      stacklevel=2)
+    return installed.info
+
+
+def init_from_launcher() -> TelemetryInfo | None:
+    """What ``opentelemetry-instrument`` runs (our configurator): ``init()`` from the environment alone, before
+    the bot's code. A configuration error is one clear log line here (the launcher would print two tracebacks and
+    then skip every instrumentation); the bot's own ``init()`` raises it again where it is called."""
+    try:
+        settings = _config.resolve()
+    except ConfigurationError as exc:
+        _log.error("qt-telemetry (opentelemetry-instrument): configuration error, telemetry is off: %s", exc)
+        return None
+    with STATE.lock:
+        if STATE.installed is not None or settings.disabled:
+            return current()
+        installed = _install(settings, [], [])
+        installed.launcher = True
+        STATE.installed = installed
+        STATE.engine = installed.engine
+    _activate(installed)
+    return installed.info
+
+
+def _activate(installed: Installed) -> None:
+    """After an install: counted errors, state gauges, log ids and the exit hook follow the new engine."""
+    if installed.settings.runtime_metrics and installed.engine.name in ("process", "inline"):
+        runtime_metrics.report()  # with providers of your own (sdk), opentelemetry-instrumentation-system-metrics
     STATE.error_sink = error_counter(installed.engine)
     installed.engine.send_board(STATE.board)
-    if settings.log_correlation:
+    if installed.settings.log_correlation:
         logs.install()
     _register_exit()
     _log.info("qt-telemetry initialised: %s", installed.info)
-    return installed.info
 
 
 def force_flush(timeout: float | None = None) -> bool:
@@ -162,19 +209,41 @@ def current() -> TelemetryInfo | None:
 
 # --- engines --------------------------------------------------------------------------------------------
 
+def _engine_for(settings: Settings, processors: list[SpanProcessor], readers: list[MetricReader]) -> str:
+    """Which engine this ``init()`` gets: ``sdk`` on providers someone else installed (or with processors or
+    readers to feed), ``inline`` when the SDK's console exporters print to our stdout, else as configured."""
+    if _foreign_providers() or processors or readers or settings.engine == "sdk":
+        return "sdk"
+    console = settings.mode == "otlp" and (settings.traces.console or settings.metrics.console)
+    if settings.engine == "inline" or console:
+        return "inline"
+    return "process"
+
+
+def _foreign_providers() -> bool:
+    """A tracer or meter provider installed by someone else (``opentelemetry-instrument`` with the SDK's own
+    configurator, the bot's code). Ours, from an earlier ``init()`` in this process, does not count."""
+    tracer_provider = trace.get_tracer_provider()
+    if not isinstance(tracer_provider, trace.ProxyTracerProvider) and tracer_provider is not _records_provider[0]:
+        return True
+    return _meter_provider_installed()
+
+
+def _meter_provider_installed() -> bool:
+    """Public API only: until a provider is set, the API hands out its own proxy (or no-op) provider."""
+    return not type(metrics.get_meter_provider()).__module__.startswith("opentelemetry.metrics")
+
+
 def _install(settings: Settings, processors: list[SpanProcessor], readers: list[MetricReader]) -> Installed:
-    existing_tp = trace.get_tracer_provider()
-    existing_mp = metrics.get_meter_provider()
-    foreign = not isinstance(existing_tp, trace.ProxyTracerProvider) or not isinstance(existing_mp,
-                                                                                       _ProxyMeterProvider)
-    if foreign or processors or readers or settings.engine == "sdk":
+    engine = _engine_for(settings, processors, readers)
+    if engine == "sdk":
         return _install_sdk(settings, processors, readers)
     if settings.mode == "none":
         return _install_records(settings, None)
     listen = _metrics_socket(settings) if settings.mode == "local" else None
     try:
         cannot: list[str] = []
-        channel = _channel(settings, listen, cannot)
+        channel = _channel(settings, listen, cannot, inline=engine == "inline")
         installed = _install_records(settings, channel, listen, cannot=cannot)
         if isinstance(channel, ProcessChannel):
             _offer_to_spawned_children(channel, installed.engine)
@@ -185,10 +254,10 @@ def _install(settings: Settings, processors: list[SpanProcessor], readers: list[
         raise
 
 
-def _channel(settings: Settings, listen: socket.socket | None, cannot: list[str]) -> Any:
+def _channel(settings: Settings, listen: socket.socket | None, cannot: list[str], *, inline: bool) -> Any:
     """The best channel this process can have: the exporter process, else a converter thread here, else none
     (record nothing). What could not be had is added to ``cannot`` (said once, on stderr, by the caller)."""
-    if settings.engine != "inline":
+    if not inline:
         directory: str | None = None
         try:
             directory = family.create(os.getpid())
@@ -254,13 +323,29 @@ def _install_records(settings: Settings, channel: Any, listen: socket.socket | N
 
         flush = engine.flush
     # Other instrumentation (HTTP clients, your own spans) goes through the same records.
-    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    tracer_provider.add_span_processor(RecordingProcessor(engine._emit))
-    trace.set_tracer_provider(tracer_provider)
+    tracer_provider = _records_tracer_provider(resource, engine._emit)
     if cannot:  # once, where an operator looks first: what this process could not have, and what it runs
         print(f"qt-telemetry: {'; '.join(cannot)}; running the {engine.name} engine", file=sys.stderr, flush=True)
     return Installed(_info(settings, resource, _metrics_url(listen), True, engine.name), settings, engine, close,
                      flush)
+
+
+#: The tracer provider of the records engines and where its spans go now. A provider is set once per process
+#: (the OTel API refuses a second one), so a later ``init()`` (after ``shutdown()``, or replacing the launcher's
+#: setup) re-points this one at its engine.
+_records_provider: list[TracerProvider | None] = [None]
+_records_target: list[Callable[[Any], None]] = [lambda _record: None]
+
+
+def _records_tracer_provider(resource: Any, emit: Callable[[Any], None]) -> TracerProvider:
+    _records_target[0] = emit
+    provider = _records_provider[0]
+    if provider is None or trace.get_tracer_provider() is not provider:
+        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        provider.add_span_processor(RecordingProcessor(lambda record: _records_target[0](record)))
+        trace.set_tracer_provider(provider)
+        _records_provider[0] = provider
+    return provider
 
 
 _FROZEN_IN: list[int] = []
@@ -285,16 +370,26 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from qt_telemetry._engine.exporter.pipeline import Pipeline, otlp_metric_exporter, otlp_span_exporter, views
+    from qt_telemetry._engine.exporter.pipeline import (
+        Pipeline,
+        console_metric_exporter,
+        console_span_exporter,
+        otlp_metric_exporter,
+        otlp_span_exporter,
+        views,
+    )
 
     resource = base_resource(settings)
     resource = resource.merge(_instance(resource))
     created_tp: TracerProvider | None = None
     existing_tp = trace.get_tracer_provider()
+    exported_as = resource  # what the spans carry: ours, or the installed provider's resource
     if isinstance(existing_tp, trace.ProxyTracerProvider):
         created_tp = TracerProvider(resource=resource, shutdown_on_exit=False)
         if settings.mode == "otlp" and settings.traces.enabled:
             created_tp.add_span_processor(BatchSpanProcessor(otlp_span_exporter(settings)))
+        if settings.mode == "otlp" and settings.traces.console:
+            created_tp.add_span_processor(BatchSpanProcessor(console_span_exporter()))
         if settings.console:
             from qt_telemetry._engine.exporter.console import TraceSummaryExporter
 
@@ -304,6 +399,7 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
         trace.set_tracer_provider(created_tp)
     else:
         _log.info("qt-telemetry: using the TracerProvider already installed (%s)", type(existing_tp).__name__)
+        exported_as = getattr(existing_tp, "resource", resource)
         add = getattr(existing_tp, "add_span_processor", None)
         if processors and add is None:
             raise ConfigurationError("span_processors: the installed TracerProvider cannot take processors")
@@ -313,7 +409,7 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
     created_mp: MeterProvider | None = None
     listen: socket.socket | None = None
     stop_server: Callable[[], None] | None = None
-    if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
+    if not _meter_provider_installed():
         all_readers = list(readers)
         if settings.mode == "local":
             listen = _metrics_socket(settings)
@@ -326,6 +422,9 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
             if settings.mode == "otlp" and settings.metrics.enabled:
                 all_readers.append(PeriodicExportingMetricReader(
                     otlp_metric_exporter(settings), export_interval_millis=settings.metric_export_interval_s * 1000))
+            if settings.mode == "otlp" and settings.metrics.console:
+                all_readers.append(PeriodicExportingMetricReader(
+                    console_metric_exporter(), export_interval_millis=settings.metric_export_interval_s * 1000))
             created_mp = MeterProvider(metric_readers=all_readers, resource=resource, views=views(settings),
                                        shutdown_on_exit=False)
         metrics.set_meter_provider(created_mp)
@@ -364,7 +463,7 @@ def _install_sdk(settings: Settings, processors: list[SpanProcessor], readers: l
                 listen.close()
 
     owns = created_tp is not None or created_mp is not None
-    return Installed(_info(settings, resource, _metrics_url(listen), owns, "sdk"), settings, engine, close, flush)
+    return Installed(_info(settings, exported_as, _metrics_url(listen), owns, "sdk"), settings, engine, close, flush)
 
 
 def _offer_to_spawned_children(channel: ProcessChannel, engine: Engine) -> None:
@@ -557,6 +656,7 @@ def _reset_for_tests() -> None:
     installed = STATE.installed
     if installed is not None:
         shutdown(1.0)
+    runtime_metrics.stop()
 
 
 STATE.join = join_parent

@@ -9,7 +9,7 @@ from typing import Any
 
 from qt_telemetry import semconv
 from qt_telemetry._config import ConfigurationError
-from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.safety import telemetry_error, user_name
 from qt_telemetry._engine.recorder.scope import record_event
 from qt_telemetry._engine.recorder.state import STATE
 from qt_telemetry._values import text
@@ -61,7 +61,7 @@ def record_breaker_state(breaker: Any, state: Any, *, reason: Any = None) -> Non
 
 
 class PyBreakerListener:
-    """A ``pybreaker.CircuitBreakerListener`` that records every state change (``pip install qt-telemetry[pybreaker]``)."""
+    """A ``pybreaker.CircuitBreakerListener`` that records every state change (the ``pybreaker`` extra)."""
 
     def __init__(self, name: Any = None) -> None:
         self.name = text(name)
@@ -91,9 +91,9 @@ def observe_pybreaker(breaker: Any, *, name: str | None = None) -> Any:
     label = name or getattr(breaker, "name", None)
     if not label:
         raise ConfigurationError("name: this breaker has no name; pass name='...'")
-    semconv.checked_name(str(label), "name")
+    label = user_name(label, "name")
     if not callable(getattr(breaker, "add_listener", None)):
         raise ConfigurationError(f"breaker: {type(breaker).__name__} is not a pybreaker.CircuitBreaker")
-    breaker.add_listener(PyBreakerListener(str(label)))
-    record_breaker_state(str(label), getattr(breaker, "current_state", "closed"))
+    breaker.add_listener(PyBreakerListener(label))
+    record_breaker_state(label, getattr(breaker, "current_state", "closed"))
     return breaker

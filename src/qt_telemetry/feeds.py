@@ -14,7 +14,7 @@ from typing import Any
 
 from qt_telemetry import semconv
 from qt_telemetry._config import ConfigurationError, show
-from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.safety import telemetry_error, user_name
 from qt_telemetry._engine.recorder.scope import record_event
 from qt_telemetry._engine.recorder.state import STATE
 from qt_telemetry._values import text
@@ -35,7 +35,7 @@ class FeedMonitor:
     """Health of one market-data feed (e.g. ``FeedMonitor("binance-ws")``)."""
 
     def __init__(self, feed: str, *, max_symbols: int = 1000) -> None:
-        self.feed = semconv.checked_name(feed, "feed")
+        self.feed = user_name(feed, "feed")
         if isinstance(max_symbols, bool) or not isinstance(max_symbols, int) or max_symbols < 1:
             raise ConfigurationError(f"max_symbols={show(max_symbols)}: expected a positive whole number")
         self.max_symbols = max_symbols

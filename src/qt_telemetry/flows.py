@@ -4,21 +4,27 @@
 ``flow.execution()`` and ``flow.exit()`` open the four stages as its children, and an order placed inside
 ``execution()`` becomes a child of that stage. Everything works the same with ``async with``. A flow can
 continue a trace started in another service: pass the extracted context (or the raw headers) as ``parent``.
+
+A trade that outlives one block (a bot whose callbacks see its signal, its orders and its exit hours apart) opens
+the flow and its stages with ``start()`` and ends them with ``finish()``; ``with flow.activate():`` makes a
+started flow or stage current for one call, so risk checks and orders made there join it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar, Token
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 
 from qt_telemetry import semconv
 from qt_telemetry._engine.recorder.safety import telemetry_error
 from qt_telemetry._engine.recorder.scope import BlockScope
-from qt_telemetry._engine.recorder.state import idle
+from qt_telemetry._engine.recorder.state import STATE, idle
 from qt_telemetry._values import clean_attributes, finite, plain, text
 
 _CURRENT_FLOW: ContextVar[TradeFlow | None] = ContextVar("qt_telemetry_flow", default=None)
@@ -36,7 +42,54 @@ def current_flow() -> TradeFlow | None:
     return _CURRENT_FLOW.get()
 
 
-class Stage(BlockScope):
+_FINISH_OUTCOMES = (semconv.OUTCOME_OK, semconv.OUTCOME_REJECTED, semconv.OUTCOME_CANCELLED, semconv.OUTCOME_ERROR)
+
+
+class _Lasting(BlockScope):
+    """Start and finish without a block, for a flow or stage that spans several calls."""
+
+    def _flow(self) -> TradeFlow:
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        """Open now, without a block and without becoming current; :meth:`finish` ends it. Returns itself."""
+        engine = STATE.active()
+        if engine is not None and self.engine is None and not self.closed:
+            self.open(engine, self._parent(), current=False)
+        return self
+
+    def finish(self, *, outcome: str | None = None) -> None:
+        """End what :meth:`start` opened (again: nothing). ``outcome``: ``ok`` (the default unless rejected),
+        ``rejected``, ``cancelled`` or ``error``."""
+        if outcome is not None:
+            if outcome in _FINISH_OUTCOMES:
+                self.outcome = outcome
+            else:
+                telemetry_error("bad_outcome", text(outcome) or "")
+        if self.engine is not None:
+            self.close()
+
+    def activate(self) -> AbstractContextManager[Any]:
+        """Current for the block, not ended by it: spans made inside (risk checks, orders) become children, and
+        :func:`current_flow` is this flow."""
+        return self._active()
+
+    @contextmanager
+    def _active(self) -> Iterator[Any]:
+        flow_token = _CURRENT_FLOW.set(self._flow())
+        token = otel_context.attach(trace.set_span_in_context(self)) if self.engine is not None else None
+        try:
+            yield self
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+            try:
+                _CURRENT_FLOW.reset(flow_token)
+            except ValueError:  # left in another context than entered: just clear it
+                _CURRENT_FLOW.set(None)
+
+
+class Stage(_Lasting):
     """One stage of a trade flow; a context manager (sync and async)."""
 
     def __init__(self, flow: TradeFlow, stage: str, attributes: Mapping[str, Any]) -> None:
@@ -49,12 +102,15 @@ class Stage(BlockScope):
     def _parent(self) -> Context | None:
         return trace.set_span_in_context(self.flow) if self.flow.engine is not None else None
 
+    def _flow(self) -> TradeFlow:
+        return self.flow
+
     def finishing(self) -> None:
         if self.outcome == semconv.OUTCOME_ERROR and self.flow.outcome is None:
             self.flow.outcome = semconv.OUTCOME_ERROR
 
 
-class TradeFlow(BlockScope):
+class TradeFlow(_Lasting):
     """The root span of one trade. Use :func:`trade_flow` to make one."""
 
     name = semconv.SPAN_TRADE
@@ -80,6 +136,9 @@ class TradeFlow(BlockScope):
         from qt_telemetry.propagation import extract
 
         return extract(parent)
+
+    def _flow(self) -> TradeFlow:
+        return self
 
     def _opening(self) -> None:
         self._flow_token = _CURRENT_FLOW.set(self)
@@ -177,6 +236,15 @@ class _IdleFlow(TradeFlow):
 
     def set_attribute(self, key: str, value: Any) -> None:
         pass
+
+    def start(self) -> Any:
+        return self
+
+    def finish(self, *, outcome: str | None = None) -> None:
+        pass
+
+    def activate(self) -> AbstractContextManager[Any]:
+        return nullcontext(self)
 
 
 _IDLE_FLOW = _IdleFlow()

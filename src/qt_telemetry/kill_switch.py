@@ -15,7 +15,7 @@ import wrapt
 from qt_telemetry import semconv
 from qt_telemetry._config import ConfigurationError, show
 from qt_telemetry._engine.recorder.callargs import ArgumentReader
-from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.safety import telemetry_error, user_name
 from qt_telemetry._engine.recorder.scope import record_event
 from qt_telemetry._engine.recorder.state import STATE
 from qt_telemetry._values import text
@@ -52,12 +52,12 @@ def record_kill_switch(active: bool, *, name: str = "main", reason: Any = None, 
 
 def kill_switch_activation(*, name: str = "main") -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate your kill switch's *activate* method; ``reason``/``actor`` are read from its arguments."""
-    return _decorator(True, semconv.checked_name(name, "name"))
+    return _decorator(True, user_name(name, "name"))
 
 
 def kill_switch_deactivation(*, name: str = "main") -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate your kill switch's *deactivate* method."""
-    return _decorator(False, semconv.checked_name(name, "name"))
+    return _decorator(False, user_name(name, "name"))
 
 
 def _decorator(active: bool, name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -90,7 +90,7 @@ def observe_kill_switch(switch: Any, *, name: str = "main", activate: str = "act
     Its ``activate``/``deactivate`` methods are wrapped; ``is_active`` (an attribute name or a callable) lets
     the gauge report the object's own state at each export instead of our record of the last call.
     """
-    semconv.checked_name(name, "name")
+    name = user_name(name, "name")
     for method, active in ((activate, True), (deactivate, False)):
         if not isinstance(method, str) or not callable(getattr(switch, method, None)):
             raise ConfigurationError(f"{method}: {type(switch).__name__} has no such method to observe")

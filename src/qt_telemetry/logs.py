@@ -6,7 +6,10 @@ your format, e.g. :data:`FORMAT`::
     logging.basicConfig(format=qt_telemetry.logs.FORMAT)
     # 2026-11-22 10:00:01,123 INFO bot [trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=00f067aa0ba902b7] filled
 
-A record made outside any span gets ``0``-filled ids (``trace_sampled`` False), so the format never breaks.
+A record made outside any span gets ``0``-filled ids (``trace_sampled`` False), and :data:`FORMAT` fills in zeros
+for records nothing annotated (before ``init()``, after ``shutdown()``), so the format never breaks. Inside
+``with qt.order_filled(...):`` (any lifecycle call) the update's ids are current: a fill logged on the venue's
+thread carries its trace.
 The same record also carries the names the OpenTelemetry logging instrumentation uses (``otelTraceID``,
 ``otelSpanID``, ``otelTraceSampled``), so either convention works; we never overwrite attributes already set.
 """
@@ -20,10 +23,28 @@ from typing import Any
 
 from opentelemetry import trace
 
-#: A format that shows the ids; grep the log for the trace id an exemplar pointed at.
-FORMAT = "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
 _NO_TRACE = "0" * 32
 _NO_SPAN = "0" * 16
+_NO_IDS = {"trace_id": _NO_TRACE, "span_id": _NO_SPAN, "trace_sampled": False, "otelTraceID": _NO_TRACE,
+           "otelSpanID": _NO_SPAN, "otelTraceSampled": False}
+
+
+class _TraceFormat(str):
+    """A ``%``-style format whose trace fields default to zeros: a record made while nothing adds them (before
+    ``init()``, after ``shutdown()``, ``log_correlation=False``) still formats, where a plain string would make
+    ``logging`` print "Formatting field not found in record: 'trace_id'" instead of the line."""
+
+    __slots__ = ()
+
+    def __mod__(self, values: Any) -> str:
+        if isinstance(values, dict) and "trace_id" not in values:
+            values = {**_NO_IDS, **values}
+        return str.__mod__(self, values)
+
+
+#: A format that shows the ids; grep the log for the trace id an exemplar pointed at. Safe before ``init()``.
+FORMAT: str = _TraceFormat(
+    "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s")
 _lock = threading.Lock()
 _previous: Callable[..., logging.LogRecord] | None = None
 

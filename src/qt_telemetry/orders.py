@@ -18,7 +18,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusC
 from qt_telemetry import semconv
 from qt_telemetry._config import ConfigurationError, show
 from qt_telemetry._engine.recorder.callargs import ArgumentReader
-from qt_telemetry._engine.recorder.orderstore import OrderRecord, OrderStore
+from qt_telemetry._engine.recorder.context import attach_span, detach
+from qt_telemetry._engine.recorder.orderstore import OrderRecord, OrderStore, order_id_key
 from qt_telemetry._engine.recorder.safety import telemetry_error
 from qt_telemetry._engine.recorder.scope import BlockScope, SpanScope, link_to_current
 from qt_telemetry._engine.recorder.state import STATE
@@ -62,6 +63,7 @@ class OrderCall(BlockScope):
     _source: tuple[Any, ...] | None = None
     _result: Any = None
     _extracted = False
+    _unresolved = False
 
     def __init__(self, attributes: dict[str, Any], source: tuple[Any, ...] | None = None,
                  client_id: Any = None) -> None:
@@ -73,33 +75,53 @@ class OrderCall(BlockScope):
     def open(self, engine: Any, parent: Any = None, current: bool = True) -> None:
         super().open(engine, parent, current)
         if self.client_id is not None:
-            self._remember(self.client_id)
+            self.track(self.client_id)
 
-    def _remember(self, client_id: str) -> None:
-        try:
-            self.stored = OrderRecord(self.tid, self.sid, self.sampled, order=self)
+    def order_record(self) -> OrderRecord:
+        """What the store keeps of this order (made once, when the order is first given an id)."""
+        record = self.stored
+        if record is None:
+            record = OrderRecord(self.tid, self.sid, self.sampled, order=self, venue=text(
+                self.attributes.get(semconv.VENUE), 128), client_id=self.client_id)
             flow = self._source[4] if self._source is not None else current_flow()
             if flow is not None:
-                self.stored.reference_price = flow.reference_price
-            STATE.orders.remember(client_id, self.stored)
+                record.reference_price = flow.reference_price
+            self.stored = record
+        return record
+
+    def track(self, client_order_id: Any = None, *, order_id: Any = None) -> None:
+        """Find this order by these ids too: a client order id the venue or its client library made up or
+        rewrote (ccxt sends ``lim2`` to gate as ``t-lim2``), the venue's own order id. Its acks and fills then
+        join this trace whichever id they name."""
+        if self.engine is None:
+            return
+        try:
+            record = self.order_record()
+            client_id = text(client_order_id, 128)
+            if client_id is not None:
+                if self.client_id is None and not self.closed:
+                    self.client_id = client_id
+                    self.attributes[semconv.ORDER_CLIENT_ID] = client_id
+                if record.client_id is None:
+                    record.client_id = client_id
+                STATE.orders.remember(client_id, record)
+            venue_order_id = text(order_id, 128)
+            if venue_order_id is not None:
+                record.order_id = venue_order_id
+                STATE.orders.remember(order_id_key(record.venue, venue_order_id), record)
         except Exception as exc:  # noqa: BLE001
             telemetry_error("order_store_failed", repr(exc))
 
-    def track(self, client_order_id: Any) -> None:
-        """The client order id is known only from the reply (the venue or its client library made it up):
-        remember the order by it from now on, so its acks and fills still join this trace."""
-        if self.client_id is None and not self.closed:
-            client_id = text(client_order_id, 128)
-            if client_id is not None:
-                self.client_id = client_id
-                self.attributes[semconv.ORDER_CLIENT_ID] = client_id
-                if self.engine is not None:
-                    self._remember(client_id)
-
     def reject(self, reason: Any) -> None:
-        """The venue refused the order (e.g. insufficient funds): outcome ``rejected`` with a short reason."""
+        """The venue refused the order (e.g. insufficient funds): outcome ``rejected`` with a short reason,
+        and a ``reject`` update, as for a reject that comes later."""
         self.outcome = semconv.OUTCOME_REJECTED
         self.attributes[semconv.REASON] = text(reason) or "rejected"
+
+    def outcome_unknown(self) -> None:
+        """The request may have reached the venue although the call failed (a timeout): the outcome stays
+        ``error``, but the order stays tracked, so a fill that comes later still joins this trace."""
+        self._unresolved = True
 
     def set_result(self, result: Any) -> None:
         """Keep what placement returned; its order id is read when the record is made."""
@@ -109,8 +131,15 @@ class OrderCall(BlockScope):
         if self.outcome == semconv.OUTCOME_REJECTED and self.status_code == 0:
             self.status_code = StatusCode.ERROR.value
             self.status_message = f"order rejected: {self.attributes.get(semconv.REASON)}"
-        if self.outcome != semconv.OUTCOME_OK and self.client_id is not None:
-            STATE.orders.forget(self.client_id, self.stored)  # no fills follow a failed placement
+        if self.outcome != semconv.OUTCOME_OK and self.stored is not None and not self._unresolved:
+            STATE.orders.discard(self.stored)  # no fills follow a failed placement
+
+    def close(self, exc: BaseException | None = None) -> None:
+        closing = not self.closed
+        super().close(exc)
+        if closing and self.name == semconv.SPAN_ORDER and self.outcome == semconv.OUTCOME_REJECTED \
+                and self.engine is not None:
+            update_order(self.order_record(), semconv.ORDER_REJECT, reason=self.attributes.get(semconv.REASON))
 
     def extract(self) -> dict[str, Any]:
         """The order's attributes, read from the arguments once (idempotent; safe from any thread: the dict is
@@ -275,42 +304,70 @@ def _result_order_id(result: Any) -> Any:
 # --- the order lifecycle after placement ----------------------------------------------------------------
 
 class OrderUpdate(SpanScope):
-    """An ack, fill, cancel or reject: a short span under the order's span (or linked to the current one)."""
+    """An ack, fill, cancel or reject: a short span under the order's span (or linked to the current one).
+
+    The lifecycle calls return it, already recorded; ``with`` makes it current again for the block, so log
+    lines written there carry its trace and span ids (``qt_telemetry.logs``).
+    """
 
     name = semconv.SPAN_ORDER_EVENT
+    _attached: list[Any] | None = None
+
+    def __enter__(self) -> OrderUpdate:  # noqa: PYI034 - never subclassed (typing.Self needs Python 3.11)
+        try:
+            if self.tid:
+                if self._attached is None:
+                    self._attached = []
+                self._attached.append(attach_span(self.live or self))
+        except Exception as exc:  # noqa: BLE001
+            telemetry_error("order_event_failed", repr(exc))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._attached:
+            detach(self._attached.pop())
 
 
-def order_acknowledged(client_order_id: Any, *, order_id: Any = None, **attributes: Any) -> None:
-    """The venue acknowledged the order (joins the placement's trace)."""
-    _order_event(semconv.ORDER_ACK, client_order_id, None, {semconv.ORDER_ID: order_id, **attributes})
+#: What the lifecycle calls return when nothing is recorded (before ``init()``): ``with`` does nothing.
+NO_UPDATE = OrderUpdate({})
+
+
+def order_acknowledged(client_order_id: Any, *, order_id: Any = None, venue_time: Any = None,
+                       **attributes: Any) -> OrderUpdate:
+    """The venue acknowledged the order (joins the placement's trace). ``venue_time``: the venue's own
+    timestamp of the ack, in epoch seconds (a span attribute)."""
+    return _order_event(semconv.ORDER_ACK, client_order_id, None, {
+        semconv.ORDER_ID: order_id, semconv.ORDER_VENUE_TIME: _venue_time(venue_time), **attributes})
 
 
 def order_filled(client_order_id: Any, *, quantity: Any, price: Any, final: bool | None = None,
-                 reference_price: Any = None, **attributes: Any) -> None:
+                 reference_price: Any = None, venue_time: Any = None, **attributes: Any) -> OrderUpdate:
     """A fill (partial or full). Records fill latency (on the final fill) and slippage in basis points.
 
     ``final`` defaults to "the filled quantity reached the ordered quantity" (or True when unknown).
     Slippage is measured against ``reference_price``, else the trade flow's signal reference price.
+    ``venue_time``: the venue's own timestamp of the fill, in epoch seconds (a span attribute).
     """
-    _order_event(semconv.ORDER_FILL, client_order_id, None, attributes, fill=(quantity, price, final,
-                                                                              reference_price))
+    return _order_event(semconv.ORDER_FILL, client_order_id, None,
+                        {semconv.ORDER_VENUE_TIME: _venue_time(venue_time), **attributes},
+                        fill=(quantity, price, final, reference_price))
 
 
-def order_cancelled(client_order_id: Any, *, reason: Any = None, **attributes: Any) -> None:
+def order_cancelled(client_order_id: Any, *, reason: Any = None, **attributes: Any) -> OrderUpdate:
     """The order was cancelled (by us or the venue)."""
-    _order_event(semconv.ORDER_CANCEL, client_order_id, reason, attributes, final=True)
+    return _order_event(semconv.ORDER_CANCEL, client_order_id, reason, attributes, final=True)
 
 
-def order_rejected(client_order_id: Any, *, reason: Any = None, **attributes: Any) -> None:
-    """The venue rejected the order after placement; ``reason`` is a short code (e.g. ``insufficient_margin``)."""
-    _order_event(semconv.ORDER_REJECT, client_order_id, reason, attributes, final=True)
+def order_rejected(client_order_id: Any, *, reason: Any = None, **attributes: Any) -> OrderUpdate:
+    """The venue rejected the order after placement; ``reason`` is a short code (e.g. ``insufficient_margin``).
+    The update's outcome is ``rejected`` (status ERROR); the placement's own span and latency stay as they were."""
+    return _order_event(semconv.ORDER_REJECT, client_order_id, reason, attributes, final=True)
 
 
 def _order_event(event: str, client_order_id: Any, reason: Any, extra: Mapping[str, Any], *,
-                 final: bool = False, fill: tuple[Any, Any, Any, Any] | None = None) -> None:
-    engine = STATE.active()
-    if engine is None:
-        return
+                 final: bool = False, fill: Fill | None = None) -> OrderUpdate:
+    if STATE.active() is None:
+        return NO_UPDATE
     try:
         key = text(client_order_id, 128)
         record = STATE.orders.get(key) if key is not None else None
@@ -318,10 +375,36 @@ def _order_event(event: str, client_order_id: Any, reason: Any, extra: Mapping[s
             telemetry_error("order_event_without_id", event)
         elif record is None:
             telemetry_error("order_not_tracked", event)
+    except Exception as exc:  # noqa: BLE001
+        telemetry_error("order_event_failed", repr(exc))
+        return NO_UPDATE
+    return update_order(record, event, client_order_id=key, reason=reason, attributes=extra, final=final,
+                        fill=fill)
+
+
+#: (quantity, price, final, reference price) of a fill.
+Fill = tuple[Any, Any, Any, Any]
+
+
+def update_order(record: OrderRecord | None, event: str, *, client_order_id: str | None = None,
+                 reason: Any = None, attributes: Mapping[str, Any] | None = None, final: bool = False,
+                 fill: Fill | None = None) -> OrderUpdate:
+    """One update of the order ``record`` (None: an order not tracked, linked to the current span instead).
+
+    The lifecycle calls find the record by client order id; integrations that match replies by the venue's
+    order id (ccxt) call this with the record they found. Never raises.
+    """
+    engine = STATE.active()
+    if engine is None:
+        return NO_UPDATE
+    try:
         attrs: dict[str, Any] = dict(record.attributes) if record is not None else {}
+        key = client_order_id if client_order_id is not None else record.client_id if record is not None else None
         if key is not None:
             attrs[semconv.ORDER_CLIENT_ID] = key
-        attrs.update(clean_attributes(extra))
+        if record is not None and record.order_id is not None:
+            attrs[semconv.ORDER_ID] = record.order_id
+        attrs.update(clean_attributes(attributes or {}))
         if reason is not None:
             attrs[semconv.REASON] = text(reason) or "unknown"
         if fill is not None:
@@ -329,6 +412,7 @@ def _order_event(event: str, client_order_id: Any, reason: Any, extra: Mapping[s
         attrs[semconv.ORDER_EVENT] = event
         update = OrderUpdate(attrs)
         if event == semconv.ORDER_REJECT:
+            update.outcome = semconv.OUTCOME_REJECTED
             update.status_code = StatusCode.ERROR.value
             update.status_message = f"order rejected: {attrs.get(semconv.REASON, 'unknown')}"
         parent = None
@@ -340,10 +424,21 @@ def _order_event(event: str, client_order_id: Any, reason: Any, extra: Mapping[s
         if record is None:
             link_to_current(update)
         update.close()
-        if final and key is not None:
-            STATE.orders.forget(key, record)
+        if final and record is not None:
+            STATE.orders.discard(record)
+        return update
     except Exception as exc:  # noqa: BLE001
         telemetry_error("order_event_failed", repr(exc))
+        return NO_UPDATE
+
+
+def _venue_time(value: Any) -> float | None:
+    if value is None:
+        return None
+    seconds = finite(value)
+    if seconds is None:
+        telemetry_error("bad_venue_time")
+    return seconds
 
 
 def _fill(record: OrderRecord | None, attrs: dict[str, Any], quantity: Any, price: Any, final: Any,
@@ -368,13 +463,14 @@ def _fill(record: OrderRecord | None, attrs: dict[str, Any], quantity: Any, pric
         bps = slippage_bps(attrs.get(semconv.SIDE), px, ref)
         if bps is not None:
             attrs[semconv.SLIPPAGE_BPS] = bps
+            attrs[semconv.SLIPPAGE_DIRECTION] = semconv.SLIPPAGE_FAVOURABLE if bps < 0 else semconv.SLIPPAGE_ADVERSE
     if final and record is not None:
         attrs[semconv.FILL_LATENCY_S] = (time.perf_counter_ns() - record.placed_ns) / 1e9
     return (semconv.ORDER_FILL if final else semconv.ORDER_PARTIAL_FILL), final
 
 
 def slippage_bps(side: Any, fill_price: float, reference: float) -> float | None:
-    """Positive = worse than the reference: paid more on a buy, received less on a sell."""
+    """Positive = worse than the reference (adverse): paid more on a buy, received less on a sell."""
     direction = (text(side) or "").lower()
     if direction in ("buy", "b", "long", "bid"):
         sign = 1.0
@@ -386,5 +482,5 @@ def slippage_bps(side: Any, fill_price: float, reference: float) -> float | None
     return sign * (fill_price - reference) / reference * 10_000.0
 
 
-__all__ = ["ORDER_STORE", "OrderCall", "OrderStore", "order_acknowledged", "order_cancelled", "order_filled",
-           "order_rejected", "order_span", "traced_order"]
+__all__ = ["NO_UPDATE", "ORDER_STORE", "OrderCall", "OrderStore", "OrderUpdate", "order_acknowledged",
+           "order_cancelled", "order_filled", "order_rejected", "order_span", "traced_order", "update_order"]

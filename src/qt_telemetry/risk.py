@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from qt_telemetry import semconv
 from qt_telemetry._engine.recorder.gauges import GaugeValue
-from qt_telemetry._engine.recorder.safety import telemetry_error
+from qt_telemetry._engine.recorder.safety import telemetry_error, user_name
 from qt_telemetry._engine.recorder.scope import BlockScope, SpanScope
 from qt_telemetry._engine.recorder.state import STATE
 from qt_telemetry._engine.recorder.wrapping import inside_descriptor, traced
@@ -118,8 +118,9 @@ def _verdict(scope: SpanScope, result: Any) -> None:
 
 def risk_check(rule: str, **attributes: Any) -> _RiskRule:
     """One risk rule (``max_position``, ``daily_loss``, ...): ``with risk_check("daily_loss") as check:`` or
-    ``@risk_check("max_position")``. The rule name is validated here, at configuration time."""
-    return _RiskRule(semconv.checked_name(rule, "rule"), attributes)
+    ``@risk_check("max_position")``. The rule name is a metric label: normalised (``"max position"`` ->
+    ``max_position``), never refused."""
+    return _RiskRule(user_name(rule, "rule"), attributes)
 
 
 # --- risk gauges ---------------------------------------------------------------------------------------

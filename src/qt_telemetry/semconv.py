@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from qt_telemetry._config import ConfigurationError, show
+from qt_telemetry._values import text
 
 InstrumentKind = Literal["counter", "histogram", "gauge", "updowncounter"]
 
@@ -30,8 +30,10 @@ TRADE_DURATION_BUCKETS_S: Final = (
 )
 #: Gap between two market-data messages: 1 ms .. 2 min.
 FEED_GAP_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-#: Slippage in basis points, signed (negative = better than the reference price).
-SLIPPAGE_BUCKETS_BPS: Final = (-50.0, -20.0, -10.0, -5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+#: One garbage collection's pause: 0.1 ms (a young collection) .. 1 s (a full one over a large heap).
+GC_PAUSE_BUCKETS_S: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+#: Slippage magnitude in basis points (the direction is a label: a histogram cannot hold negative values).
+SLIPPAGE_BUCKETS_BPS: Final = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 
 # --- attribute keys (metric labels are the low-cardinality subset) --------------------------------------
 VENUE: Final = "venue"
@@ -54,6 +56,15 @@ ORDER_EVENT: Final = "order.event"
 TELEMETRY_ERROR_KIND: Final = "kind"
 TELEMETRY_SIGNAL: Final = "signal"
 TELEMETRY_REASON: Final = "reason"
+#: ``adverse`` (worse than the reference price, or equal) or ``favourable``: the sign of a slippage.
+SLIPPAGE_DIRECTION: Final = "slippage.direction"
+#: Which process of the bot a runtime metric describes: ``bot`` (a trading process) or ``exporter``.
+PROCESS_ROLE: Final = "qt.process.role"
+ROLE_BOT: Final = "bot"
+ROLE_EXPORTER: Final = "exporter"
+#: OpenTelemetry's process and CPython runtime conventions.
+CPU_MODE: Final = "cpu.mode"
+GC_GENERATION: Final = "cpython.gc.generation"
 
 # Span-only attributes (high cardinality: never metric labels).
 ORDER_QUANTITY: Final = "order.quantity"
@@ -67,7 +78,10 @@ ORDER_FILLED: Final = "order.filled"
 ORDER_AVERAGE: Final = "order.average"
 FILL_QUANTITY: Final = "fill.quantity"
 FILL_PRICE: Final = "fill.price"
+#: Signed: positive = adverse (paid more on a buy, received less on a sell), negative = favourable.
 SLIPPAGE_BPS: Final = "slippage.bps"
+#: The venue's own timestamp of an ack or fill, in epoch seconds (ccxt's ``timestamp`` / trade time).
+ORDER_VENUE_TIME: Final = "order.venue_time"
 TRADE_ID: Final = "trade.id"
 SIGNAL_CONFIDENCE: Final = "signal.confidence"
 SIGNAL_DIRECTION: Final = "signal.direction"
@@ -87,7 +101,8 @@ PEER_SERVICE: Final = "peer.service"
 #: Keys allowed as metric attributes. Anything else is a span attribute only.
 METRIC_ATTRIBUTE_KEYS: Final = frozenset({
     VENUE, SYMBOL, SIDE, ORDER_TYPE, OUTCOME, STRATEGY, ERROR_TYPE, STAGE, REASON, RISK_RULE, BREAKER,
-    KILL_SWITCH, FEED, ORDER_EVENT, TELEMETRY_ERROR_KIND, TELEMETRY_SIGNAL,
+    KILL_SWITCH, FEED, ORDER_EVENT, TELEMETRY_ERROR_KIND, TELEMETRY_SIGNAL, SLIPPAGE_DIRECTION, PROCESS_ROLE,
+    CPU_MODE, GC_GENERATION,
 })
 
 # --- outcome values -------------------------------------------------------------------------------------
@@ -100,6 +115,8 @@ OUTCOME_REJECTED: Final = "rejected"
 OVERFLOW_VALUE: Final = "_other"
 #: Value used for a metric attribute whose value is missing (None).
 UNKNOWN_VALUE: Final = "unknown"
+SLIPPAGE_ADVERSE: Final = "adverse"
+SLIPPAGE_FAVOURABLE: Final = "favourable"
 
 # --- span names (fixed and few; variable data goes in attributes) ---------------------------------------
 SPAN_TRADE: Final = "qt.trade"
@@ -157,10 +174,14 @@ class MetricSpec:
     buckets: tuple[float, ...] | None = None
     #: Attributes left out of the series when the measurement has none (instead of ``unknown``).
     optional: tuple[str, ...] = ()
+    #: Read from the gauge board like a gauge, reported by the asynchronous instrument of ``kind`` (a counter's
+    #: value is then the running total, e.g. CPU seconds so far).
+    observed: bool = False
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"qt(\.[a-z][a-z0-9_]*)+", self.name):
-            raise ValueError(f"metric name {self.name!r}: lowercase, dotted, under 'qt.'")
+        if not re.fullmatch(r"(qt|process|cpython)(\.[a-z][a-z0-9_]*)+", self.name):
+            raise ValueError(f"metric name {self.name!r}: lowercase, dotted, under 'qt.' (or OpenTelemetry's own "
+                             "'process.' / 'cpython.' runtime conventions)")
         if not re.fullmatch(r"s|1|By|\{[a-z_]+\}", self.unit):
             raise ValueError(f"{self.name}: unit {self.unit!r} is not 's', '1', 'By' or an annotation like '{{order}}'")
         if set(re.split(r"[._]", self.name)) & {"seconds", "total", "ms", "ratio", "milliseconds", "bytes"}:
@@ -194,8 +215,9 @@ FILL_LATENCY: Final = MetricSpec(
     (VENUE, SYMBOL, SIDE), LATENCY_BUCKETS_S)
 SLIPPAGE: Final = MetricSpec(
     "qt.order.slippage", "histogram", "{bp}",
-    "Fill price versus the signal's reference price in basis points (positive = worse).",
-    (VENUE, SYMBOL, SIDE), SLIPPAGE_BUCKETS_BPS)
+    "Fill price versus the signal's reference price: the magnitude in basis points, the sign as "
+    "slippage.direction (adverse = worse or equal, favourable = better).",
+    (VENUE, SYMBOL, SIDE, SLIPPAGE_DIRECTION), SLIPPAGE_BUCKETS_BPS)
 TRADE_DURATION: Final = MetricSpec(
     "qt.trade.duration", "histogram", "s", "Duration of one trade flow, signal to exit.",
     (STRATEGY, SYMBOL, OUTCOME), TRADE_DURATION_BUCKETS_S)
@@ -264,8 +286,52 @@ HEARTBEAT: Final = MetricSpec(
     "qt.telemetry.heartbeat", "gauge", "s",
     "Unix time of the SDK's latest export: a dead bot or exporter stops it, so silence is never 'all quiet'.")
 
-#: Which metrics each span yields: (metric, value) where value is "duration", a constant or an attribute key.
-SPAN_METRICS: Final[dict[str, tuple[tuple[MetricSpec, float | str], ...]]] = {
+# Runtime metrics of each process (OpenTelemetry's process and CPython conventions where they exist), sampled
+# off the trading thread; the role attribute tells the bot's processes from its exporter.
+PROCESS_CPU_TIME: Final = MetricSpec(
+    "process.cpu.time", "counter", "s", "CPU seconds the process has used, by mode (user, system).",
+    (PROCESS_ROLE, CPU_MODE), observed=True)
+PROCESS_MEMORY_USAGE: Final = MetricSpec(
+    "process.memory.usage", "updowncounter", "By", "Resident memory of the process (RSS).", (PROCESS_ROLE,),
+    observed=True)
+PROCESS_MEMORY_VIRTUAL: Final = MetricSpec(
+    "process.memory.virtual", "updowncounter", "By", "Virtual memory of the process.", (PROCESS_ROLE,),
+    observed=True)
+PROCESS_THREAD_COUNT: Final = MetricSpec(
+    "process.thread.count", "updowncounter", "{thread}", "Threads of the process (the OS's count).",
+    (PROCESS_ROLE,), observed=True)
+PROCESS_FILE_DESCRIPTORS: Final = MetricSpec(
+    "process.unix.file_descriptor.count", "updowncounter", "{file_descriptor}",
+    "Open file descriptors of the process (sockets included).", (PROCESS_ROLE,), observed=True)
+GC_COLLECTIONS: Final = MetricSpec(
+    "cpython.gc.collections", "counter", "{collection}", "Garbage collections run, by generation.",
+    (PROCESS_ROLE, GC_GENERATION), observed=True)
+GC_COLLECTED: Final = MetricSpec(
+    "cpython.gc.collected_objects", "counter", "{object}", "Objects the garbage collector freed, by generation.",
+    (PROCESS_ROLE, GC_GENERATION), observed=True)
+GC_UNCOLLECTABLE: Final = MetricSpec(
+    "cpython.gc.uncollectable_objects", "counter", "{object}",
+    "Objects the garbage collector found but could not free, by generation.", (PROCESS_ROLE, GC_GENERATION),
+    observed=True)
+GC_DURATION: Final = MetricSpec(
+    "qt.runtime.gc.duration", "histogram", "s",
+    "Pause of one garbage collection, by generation: the stall a trading loop meets (no OpenTelemetry "
+    "convention exists for CPython yet).", (PROCESS_ROLE, GC_GENERATION), GC_PAUSE_BUCKETS_S)
+RUNTIME_METRICS: Final = (PROCESS_CPU_TIME, PROCESS_MEMORY_USAGE, PROCESS_MEMORY_VIRTUAL, PROCESS_THREAD_COUNT,
+                          PROCESS_FILE_DESCRIPTORS, GC_COLLECTIONS, GC_COLLECTED, GC_UNCOLLECTABLE, GC_DURATION)
+
+
+
+@dataclass(frozen=True)
+class Magnitude:
+    """A value source of :data:`SPAN_METRICS`: the absolute value of the span attribute ``key``."""
+
+    key: str
+
+
+#: Which metrics each span yields: (metric, value) where value is "duration", a constant, an attribute key or
+#: the :class:`Magnitude` of one.
+SPAN_METRICS: Final[dict[str, tuple[tuple[MetricSpec, float | str | Magnitude], ...]]] = {
     SPAN_ORDER: ((ORDER_LATENCY, "duration"),),
     SPAN_ORDER_CANCEL: ((ORDER_CANCEL_LATENCY, "duration"),),
     SPAN_TRADE: ((TRADE_DURATION, "duration"), (TRADES, 1)),
@@ -274,7 +340,7 @@ SPAN_METRICS: Final[dict[str, tuple[tuple[MetricSpec, float | str], ...]]] = {
     SPAN_EXECUTION: ((STAGE_DURATION, "duration"),),
     SPAN_EXIT: ((STAGE_DURATION, "duration"),),
     SPAN_RISK_CHECK: ((RISK_CHECK_LATENCY, "duration"), (RISK_CHECKS, 1)),
-    SPAN_ORDER_EVENT: ((ORDER_EVENTS, 1), (SLIPPAGE, SLIPPAGE_BPS), (FILL_LATENCY, FILL_LATENCY_S)),
+    SPAN_ORDER_EVENT: ((ORDER_EVENTS, 1), (SLIPPAGE, Magnitude(SLIPPAGE_BPS)), (FILL_LATENCY, FILL_LATENCY_S)),
 }
 #: Every metric qt-telemetry defines, by OTel name.
 METRICS: Final = {
@@ -284,7 +350,7 @@ METRICS: Final = {
         KILL_SWITCH_ACTIVE, KILL_SWITCH_LAST_CHANGE, KILL_SWITCH_ACTIVATIONS, BREAKER_STATE, BREAKER_TRIPS,
         BREAKER_RESETS, RISK_CHECKS, RISK_CHECK_LATENCY, DAILY_PNL_USED, OPEN_POSITIONS, MAX_POSITIONS,
         GROSS_EXPOSURE, FEED_CONNECTED, FEED_GAP, FEED_STALENESS, FEED_MESSAGES, FEED_RECONNECTS,
-        TELEMETRY_ERRORS, TELEMETRY_DROPPED, HEARTBEAT,
+        TELEMETRY_ERRORS, TELEMETRY_DROPPED, HEARTBEAT, *RUNTIME_METRICS,
     )
 }
 
@@ -318,12 +384,12 @@ def prometheus_label(key: str) -> str:
 
 # --- names users give (rules, switches, feeds, breakers): they become metric labels -----------------------
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+_NAME_LIMIT: Final = 64
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
-def checked_name(value: str, what: str) -> str:
-    """Validate a rule/switch/feed name at configuration time (it becomes a metric label)."""
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise ConfigurationError(f"{what}={show(value)}: use 1-64 characters, a letter first, then letters, digits, "
-                                 "'_', '.', ':' or '-'")
-    return value
+def checked_name(value: object) -> str:
+    """A rule/switch/feed/breaker name as a metric label: characters other than letters, digits, ``_ . : -``
+    become ``_``, at most 64 characters, ``unknown`` when empty or unreadable. Names are data: never raises."""
+    name = text(value, _NAME_LIMIT)
+    return _NOT_IN_NAME.sub("_", name) if name else UNKNOWN_VALUE

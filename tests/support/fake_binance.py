@@ -6,6 +6,11 @@ exactly as it would against the venue. What ccxt's ``load_markets()`` asks for w
 ``GET /api/v3/exchangeInfo``, ``/fapi/v1/exchangeInfo``, ``/dapi/v1/exchangeInfo`` and, signed,
 ``/sapi/v1/capital/config/getall``, ``/sapi/v1/margin/allPairs``, ``/sapi/v1/margin/isolated/allPairs``.
 
+Market data and the account, as freqtrade asks for them: ``GET /api/v3/klines`` (flat candles at
+:attr:`FakeBinance.fill_price`, up to the running one), ``/api/v3/ticker/24hr``, ``/api/v3/ticker/bookTicker``,
+``/api/v3/depth``, and, signed, ``/api/v3/account`` (balances: :attr:`FakeBinance.balances` moved by every fill)
+and ``/api/v3/myTrades``.
+
 Orders: ``POST /api/v3/order`` (a market order fills at :attr:`FakeBinance.fill_price`, a limit order rests as
 ``NEW``), ``DELETE /api/v3/order``, ``GET /api/v3/order``, ``DELETE /api/v3/openOrders``,
 ``POST /api/v3/order/cancelReplace``. A test scripts the next answer of an endpoint with :meth:`FakeBinance.script`
@@ -30,7 +35,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-SIGNED_PREFIXES = ("/api/v3/order", "/api/v3/openOrders", "/sapi/")
+SIGNED_PREFIXES = ("/api/v3/order", "/api/v3/openOrders", "/api/v3/account", "/api/v3/myTrades", "/sapi/")
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
 
 
 @dataclass
@@ -115,6 +122,7 @@ class FakeBinance:
     requests: list[Request] = field(default_factory=list)
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)
     released: threading.Event = field(default_factory=threading.Event)
+    balances: dict[str, float] = field(default_factory=lambda: {"USDT": 10_000.0, "BTC": 0.0, "ETH": 0.0})
 
     def __post_init__(self) -> None:
         self._scripts: dict[tuple[str, str], list[Responder]] = {}
@@ -173,11 +181,13 @@ class FakeBinance:
         """The market trades against a resting order: filled completely, or ``executed`` of it so far."""
         with self._lock:
             order = self.orders[int(order_id)]
+            before = float(order["executedQty"])
             done = executed is None or float(executed) >= float(order["origQty"])
             order["executedQty"] = order["origQty"] if executed is None else executed
             order["cummulativeQuoteQty"] = f"{float(order['executedQty']) * float(self.fill_price):.8f}"
             order["status"] = "FILLED" if done else "PARTIALLY_FILLED"
             order["updateTime"] = _now_ms()
+            self._settle(order["symbol"], order["side"], float(order["executedQty"]) - before)
 
     def close(self) -> None:
         self.released.set()
@@ -229,9 +239,17 @@ class FakeBinance:
         }
         with self._lock:
             self.orders[order["orderId"]] = dict(order, time=now, updateTime=now, isWorking=True)
+            self._settle(order["symbol"], order["side"], float(executed))
         fills = [{"price": self.fill_price, "qty": executed, "commission": "0.00000000", "commissionAsset": "BNB",
                   "tradeId": order["orderId"] * 10}] if float(executed) > 0 else []
         return 200, dict(order, fills=fills)
+
+    def _settle(self, symbol: str, side: str, quantity: float) -> None:
+        """The account after a fill (caller holds the lock): base in, quote out on a buy; the reverse on a sell."""
+        base = symbol.removesuffix("USDT")
+        sign = 1.0 if side == "BUY" else -1.0
+        self.balances[base] = self.balances.get(base, 0.0) + sign * quantity
+        self.balances["USDT"] -= sign * quantity * float(self.fill_price)
 
     def _find(self, params: dict[str, str]) -> dict[str, Any] | None:
         with self._lock:
@@ -287,6 +305,65 @@ class FakeBinance:
                      "newOrderResponse": created}
 
 
+def _klines(venue: FakeBinance, request: Request) -> Reply:
+    """Flat candles at the venue's price, oldest first, the last one still running (as Binance sends it)."""
+    step = INTERVALS_MS[request.params["interval"]]
+    limit = min(int(request.params.get("limit", 500)), 1000)
+    now = _now_ms()
+    last = now - now % step
+    start = int(request.params["startTime"]) if "startTime" in request.params else last - (limit - 1) * step
+    start -= start % step
+    price = venue.fill_price
+    return 200, [[t, price, price, price, price, "10.0", t + step - 1, f"{10 * float(price):.2f}", 100, "5.0",
+                  f"{5 * float(price):.2f}", "0"] for t in range(start, last + 1, step)][:limit]
+
+
+def _ticker(venue: FakeBinance, request: Request) -> Reply:
+    """One symbol's 24-hour ticker, or (no ``symbol``) every symbol's."""
+    if "symbol" not in request.params:
+        return 200, [_ticker(venue, Request("GET", request.path, {"symbol": s}, {}, ""))[1] for s in SYMBOLS]
+    price, now = float(venue.fill_price), _now_ms()
+    return 200, {"symbol": request.params["symbol"], "priceChange": "0", "priceChangePercent": "0",
+                 "weightedAvgPrice": venue.fill_price, "prevClosePrice": venue.fill_price,
+                 "lastPrice": venue.fill_price, "lastQty": "1", "bidPrice": f"{price - 0.01:.2f}", "bidQty": "50",
+                 "askPrice": venue.fill_price, "askQty": "50", "openPrice": venue.fill_price,
+                 "highPrice": venue.fill_price, "lowPrice": venue.fill_price, "volume": "1000",
+                 "quoteVolume": f"{1000 * price:.2f}", "openTime": now - 86_400_000, "closeTime": now,
+                 "firstId": 1, "lastId": 1000, "count": 1000}
+
+
+def _book_ticker(venue: FakeBinance, request: Request) -> Reply:
+    price = float(venue.fill_price)
+    return 200, {"symbol": request.params.get("symbol", "BTCUSDT"), "bidPrice": f"{price - 0.01:.2f}", "bidQty": "50",
+                 "askPrice": venue.fill_price, "askQty": "50"}
+
+
+def _depth(venue: FakeBinance, request: Request) -> Reply:
+    """Ten levels a cent apart on each side, best ask at the venue's price: a market order fills at it."""
+    price = float(venue.fill_price)
+    return 200, {"lastUpdateId": 1, "bids": [[f"{price - 0.01 * (i + 1):.2f}", "50"] for i in range(10)],
+                 "asks": [[f"{price + 0.01 * i:.2f}", "50"] for i in range(10)]}
+
+
+def _account(venue: FakeBinance, request: Request) -> Reply:
+    with venue._lock:
+        balances = [{"asset": a, "free": f"{v:.8f}", "locked": "0.00000000"} for a, v in venue.balances.items()]
+    return 200, {"makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
+                 "canTrade": True, "canWithdraw": True, "canDeposit": True, "brokered": False,
+                 "requireSelfTradePrevention": False, "updateTime": _now_ms(), "accountType": "SPOT",
+                 "balances": balances, "permissions": ["SPOT"]}
+
+
+def _my_trades(venue: FakeBinance, request: Request) -> Reply:
+    with venue._lock:
+        orders = [o for o in venue.orders.values() if o["symbol"] == request.params.get("symbol")
+                  and float(o["executedQty"]) > 0]
+    return 200, [{"symbol": o["symbol"], "id": o["orderId"] * 10, "orderId": o["orderId"], "orderListId": -1,
+                  "price": venue.fill_price, "qty": o["executedQty"], "quoteQty": o["cummulativeQuoteQty"],
+                  "commission": "0.00000000", "commissionAsset": "BNB", "time": o["updateTime"],
+                  "isBuyer": o["side"] == "BUY", "isMaker": False, "isBestMatch": True} for o in orders]
+
+
 def _exchange_info(venue: FakeBinance, request: Request) -> Reply:
     return 200, {"timezone": "UTC", "serverTime": _now_ms(), "rateLimits": [], "exchangeFilters": [],
                  "symbols": [_symbol_info("BTCUSDT", "BTC", "USDT"), _symbol_info("ETHUSDT", "ETH", "USDT")]}
@@ -303,6 +380,12 @@ def _empty_list(venue: FakeBinance, request: Request) -> Reply:
 _ROUTES: dict[tuple[str, str], Responder] = {
     ("GET", "/api/v3/time"): lambda venue, request: (200, {"serverTime": _now_ms()}),
     ("GET", "/api/v3/exchangeInfo"): _exchange_info,
+    ("GET", "/api/v3/klines"): _klines,
+    ("GET", "/api/v3/ticker/24hr"): _ticker,
+    ("GET", "/api/v3/ticker/bookTicker"): _book_ticker,
+    ("GET", "/api/v3/depth"): _depth,
+    ("GET", "/api/v3/account"): _account,
+    ("GET", "/api/v3/myTrades"): _my_trades,
     ("GET", "/fapi/v1/exchangeInfo"): _no_symbols,
     ("GET", "/dapi/v1/exchangeInfo"): _no_symbols,
     ("GET", "/sapi/v1/capital/config/getall"): _empty_list,
@@ -406,3 +489,48 @@ def mini_ticker_event(symbol_id: str, last: str) -> dict[str, Any]:
     """A ``<symbol>@miniTicker`` stream event (what ccxt's ``watch_ticker`` subscribes to on spot)."""
     return {"e": "24hrMiniTicker", "E": _now_ms(), "s": symbol_id, "c": last, "o": last, "h": last, "l": last,
             "v": "10", "q": "1000"}
+
+
+def kline_event(symbol_id: str, interval: str, price: str) -> dict[str, Any]:
+    """A ``<symbol>@kline_<interval>`` stream event: the running candle (what ``watch_ohlcv`` subscribes to)."""
+    now, step = _now_ms(), INTERVALS_MS[interval]
+    start = now - now % step
+    return {"e": "kline", "E": now, "s": symbol_id, "k": {
+        "t": start, "T": start + step - 1, "s": symbol_id, "i": interval, "f": 1, "L": 2, "o": price, "c": price,
+        "h": price, "l": price, "v": "1.0", "n": 2, "x": False, "q": price, "V": "0.5", "Q": "0.5", "B": "0"}}
+
+
+class ThreadedStream:
+    """:class:`FakeBinanceStream` on an event loop of its own thread, for a client that runs its own loop (freqtrade's
+    websocket thread). The calls block until the stream has done it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="fake-binance-ws", daemon=True)
+        self._thread.start()
+        self.stream = self._run(FakeBinanceStream().start())
+        self.url = self.stream.url
+
+    def _run(self, coroutine: Any, timeout: float = 20.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def subscribed(self, stream: str, count: int = 1, timeout: float = 20.0) -> StreamConnection:
+        return self._run(self.stream.subscribed(stream, count, timeout), timeout + 1)  # type: ignore[no-any-return]
+
+    def connections_to(self, stream: str) -> list[StreamConnection]:
+        """The connections subscribed to ``stream`` so far (without waiting)."""
+        return [c for c in list(self.stream.connections) if stream in c.streams]
+
+    def send(self, connection: StreamConnection, event: dict[str, Any]) -> None:
+        self._run(self.stream.send(connection, event))
+
+    def drop(self, connection: StreamConnection) -> None:
+        self._run(self.stream.drop(connection))
+
+    def close(self) -> None:
+        try:
+            self._run(self.stream.close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+            self.loop.close()

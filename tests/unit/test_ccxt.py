@@ -13,15 +13,18 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from importlib.metadata import version
 from typing import Any
 
 import ccxt
 import ccxt.async_support
 import ccxt.pro
 import pytest
+import tomllib
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
+from packaging.requirements import Requirement
 
 import qt_telemetry as qt
 from qt_telemetry import semconv
@@ -168,15 +171,22 @@ def test_partial_fill_then_the_rest_found_by_fetch_order(binance: ccxt.binance, 
     assert cap.point(ORDER_LATENCY).count == 1  # a query is a span, not an order
 
 
-def test_edit_order_is_a_placement_of_the_new_order(binance: ccxt.binance, cap: Capture) -> None:
+def test_edit_order_is_a_request_of_its_own_and_later_fills_stay_with_the_placement(
+        binance: ccxt.binance, venue: FakeBinance, cap: Capture) -> None:
     resting = binance.create_order("BTC/USDT", "limit", "sell", 0.1, 120.0)
-    edited = binance.edit_order(resting["id"], "BTC/USDT", "limit", "sell", 0.1, 121.0)
+    edited = binance.edit_order(resting["id"], "BTC/USDT", "limit", "sell", 0.1, 121.0)  # cancelReplace: a new id
+    venue.fill(edited["id"])
+    binance.fetch_order(edited["id"], "BTC/USDT")
 
-    _, second = cap.spans(semconv.SPAN_ORDER)
+    first, second = cap.spans(semconv.SPAN_ORDER)
     assert second.attributes[semconv.CODE_FUNCTION] == "edit_order"
     assert second.attributes[semconv.ORDER_ID] == edited["id"] != resting["id"]
     assert second.attributes[semconv.ORDER_PRICE] == 121.0
     assert cap.point(ORDER_LATENCY, outcome="ok").count == 2
+    ack, fill = cap.spans(semconv.SPAN_ORDER_EVENT)
+    assert [u.attributes[semconv.ORDER_EVENT] for u in (ack, fill)] == ["ack", "fill"]
+    assert {ack.parent.span_id, fill.parent.span_id} == {first.context.span_id}  # the order, not its edit
+    assert fill.attributes[semconv.ORDER_ID] == edited["id"]
 
 
 # --- cancels ------------------------------------------------------------------------------------------
@@ -217,13 +227,10 @@ def test_cancel_all_orders_cancels_each_order_placed_here(binance: ccxt.binance,
     (fake_binance.LOT_SIZE_FAILURE, ccxt.InvalidOrder, "rejected", "invalid_order"),
     (fake_binance.RATE_LIMITED, ccxt.DDoSProtection, "error", None),
     (fake_binance.unavailable, ccxt.ExchangeNotAvailable, "error", None),
-    (fake_binance.hang, ccxt.RequestTimeout, "error", None),
-], ids=["insufficient-balance", "lot-size", "rate-limited", "unavailable", "timeout"])
+], ids=["insufficient-balance", "lot-size", "rate-limited", "unavailable"])
 def test_ccxt_exceptions_are_outcomes_and_are_reraised_unchanged(
         binance: ccxt.binance, venue: FakeBinance, cap: Capture, answer: Any, raised: type, outcome: str,
         reason: str | None) -> None:
-    if answer is fake_binance.hang:
-        binance.timeout = 300  # ms: the hanging venue is given up on
     venue.script("POST", "/api/v3/order", answer)
     with pytest.raises(raised) as caught:
         binance.create_order("BTC/USDT", "market", "buy", 0.5, params={"clientOrderId": "e-1"})
@@ -232,15 +239,38 @@ def test_ccxt_exceptions_are_outcomes_and_are_reraised_unchanged(
     span = cap.span(semconv.SPAN_ORDER)
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes[semconv.OUTCOME] == outcome
-    assert span.attributes[semconv.ERROR_TYPE] == raised.__name__
     assert span.attributes.get(semconv.REASON) == reason
     (event,) = [e for e in span.events if e.name == "exception"]
     assert event.attributes["exception.type"] == raised.__name__
     point = cap.point(ORDER_LATENCY)
-    assert (point.count, point.attributes[semconv.OUTCOME], point.attributes[semconv.ERROR_TYPE]) == (
-        1, outcome, raised.__name__)
-    assert cap.spans(semconv.SPAN_ORDER_EVENT) == []  # no lifecycle for a failed placement
+    assert (point.count, point.attributes[semconv.OUTCOME]) == (1, outcome)
+    if outcome == "rejected":  # a decision of the venue: no error type, and a reject event like any other
+        assert semconv.ERROR_TYPE not in span.attributes and semconv.ERROR_TYPE not in point.attributes
+        (update,) = cap.spans(semconv.SPAN_ORDER_EVENT)
+        assert update.parent.span_id == span.context.span_id
+        assert (update.attributes[semconv.ORDER_EVENT], update.attributes[semconv.OUTCOME]) == ("reject", "rejected")
+        assert cap.point(semconv.ORDER_EVENTS.name).attributes[semconv.REASON] == reason
+    else:
+        assert span.attributes[semconv.ERROR_TYPE] == point.attributes[semconv.ERROR_TYPE] == raised.__name__
+        assert cap.spans(semconv.SPAN_ORDER_EVENT) == []  # no lifecycle for a failed placement
     assert len(STATE.orders) == 0
+
+
+def test_an_order_whose_placement_timed_out_stays_tracked_and_its_later_fill_joins_it(
+        binance: ccxt.binance, venue: FakeBinance, cap: Capture) -> None:
+    """Venues execute requests that arrive late: the client's timeout says nothing about the order."""
+    binance.timeout = 300  # ms: the hanging venue is given up on
+    venue.script("POST", "/api/v3/order", fake_binance.hang)
+    with pytest.raises(ccxt.RequestTimeout):
+        binance.create_order("BTC/USDT", "limit", "buy", 0.5, 99.0, {"clientOrderId": "late-1"})
+    qt.order_filled("late-1", quantity=0.5, price=99.0)  # reported later, e.g. by a watch_orders handler
+
+    placed = cap.span(semconv.SPAN_ORDER)
+    assert (placed.attributes[semconv.OUTCOME], placed.attributes[semconv.ERROR_TYPE]) == ("error", "RequestTimeout")
+    (fill,) = cap.spans(semconv.SPAN_ORDER_EVENT)
+    assert fill.parent.span_id == placed.context.span_id and fill.context.trace_id == placed.context.trace_id
+    assert fill.attributes[semconv.ORDER_EVENT] == "fill"
+    assert cap.points(semconv.TELEMETRY_ERRORS.name, kind="order_not_tracked") == []
 
 
 def test_cancel_of_an_unknown_order_is_a_rejected_cancel(binance: ccxt.binance, cap: Capture) -> None:
@@ -326,6 +356,17 @@ def test_instrumenting_one_exchange_leaves_others_alone(venue: FakeBinance, cap:
     assert len(cap.spans(semconv.SPAN_ORDER)) == 1
 
 
+def test_the_ccxt_extra_is_a_tested_range_with_the_http_instrumentations_of_our_otel_line() -> None:
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    wanted = {r.name: r.specifier for r in map(Requirement, extras["ccxt"])}
+    assert set(wanted) == {"ccxt", "opentelemetry-instrumentation-requests", "opentelemetry-instrumentation-aiohttp-client"}
+    assert ccxt.__version__ in wanted["ccxt"] and "4.5.76" in wanted["ccxt"] and "5.0.0" not in wanted["ccxt"]
+    line = version("opentelemetry-semantic-conventions")  # the instrumentation line our OTel API is on
+    for name in ("opentelemetry-instrumentation-requests", "opentelemetry-instrumentation-aiohttp-client"):
+        assert version(name) == line and line in wanted[name]
+        assert "0.67b0" not in wanted[name] and "1.0.0" not in wanted[name]  # never a release that moves the API
+
+
 def test_something_else_than_an_exchange_is_a_configuration_error() -> None:
     with pytest.raises(qt.ConfigurationError, match="not a ccxt exchange"):
         instrument_ccxt(object())
@@ -355,7 +396,7 @@ def test_async_exchange_orders_with_the_aiohttp_span_as_child(venue: FakeBinance
     for order in (filled, refused):
         (http,) = [s for s in cap.spans("POST") if s.parent.span_id == order.context.span_id]
         assert http.context.trace_id == order.context.trace_id
-    assert _order_events(cap) == {"fill": 1}
+    assert _order_events(cap) == {"fill": 1, "reject": 1}
 
 
 def _feed_points(cap: Capture, metric: semconv.MetricSpec, feed: str) -> Any:

@@ -216,3 +216,77 @@ def test_a_valid_tls_setup_is_accepted(tmp_path: Path, monkeypatch: pytest.Monke
     ca.write_text(_PEM)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(ca))
     assert resolve().traces.protocol == "http/protobuf"
+
+
+# --- the OpenTelemetry ecosystem's habits -----------------------------------------------------------------
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"])
+def test_grpc_without_its_extra_is_an_error_naming_the_variable_and_the_extra(
+        variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qt_telemetry import _config
+
+    monkeypatch.setattr(_config, "GRPC_EXPORTER_MODULE", "qt_telemetry_no_such_grpc_exporter")
+    with pytest.raises(ConfigurationError, match=rf"{variable}='grpc'.*grpc extra.*pip install -e '\.\[grpc\]'"):
+        resolve(environ={variable: "grpc"})
+    with pytest.raises(ConfigurationError, match=r"^protocol='grpc'.*grpc extra"):
+        resolve(environ={}, protocol="grpc")
+    assert resolve(environ={variable: "grpc", "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"})
+
+
+def test_http_is_the_default_and_needs_no_grpc_module() -> None:
+    code = ("import sys, qt_telemetry as qt; qt.init(endpoint='http://127.0.0.1:9', engine='inline'); qt.shutdown();"
+            "print(sorted(m for m in sys.modules if 'grpc' in m))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QT_TELEMETRY_"))}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("setting", ["OTEL_EXPORTER_OTLP_ENDPOINT", "QT_TELEMETRY_ENDPOINT"])
+def test_a_base_endpoint_that_already_ends_in_a_signal_path_warns_with_the_fix(setting: str) -> None:
+    with pytest.warns(RuntimeWarning, match=rf"{setting}='http://c:4318/v1/traces' already ends in /v1/traces.*"
+                                            r"/v1/traces/v1/traces.*'http://c:4318'"):
+        s = resolve(environ={setting: "http://c:4318/v1/traces"})
+    assert s.traces.effective_endpoint == "http://c:4318/v1/traces/v1/traces"  # as the spec says: we only warn
+
+
+def test_a_full_signal_endpoint_does_not_warn() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve(environ={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
+        resolve(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/otlp"})
+
+
+@pytest.mark.parametrize(("value", "otlp", "console"), [("console", False, True), ("otlp,console", True, True),
+                                                       ("none", False, False), ("otlp", True, False)])
+def test_the_exporter_variables_take_console_otlp_or_none(value: str, otlp: bool, console: bool) -> None:
+    s = resolve(environ={"OTEL_TRACES_EXPORTER": value, "OTEL_METRICS_EXPORTER": value})
+    for signal in (s.traces, s.metrics):
+        assert (signal.enabled, signal.console) == (otlp, console)
+    with pytest.raises(ConfigurationError, match="OTEL_TRACES_EXPORTER='none,console'"):
+        resolve(environ={"OTEL_TRACES_EXPORTER": "none,console"})
+
+
+CONSOLE_BOT = """
+import qt_telemetry as qt
+info = qt.init(metric_export_interval=60)
+@qt.traced_order(venue="binance")
+def place_order(symbol, side, quantity):
+    return None
+place_order("BTCUSDT", "buy", 1)
+print("engine:", info.engine, flush=True)
+qt.shutdown(5)
+"""
+
+
+def test_console_exporters_print_our_spans_and_metrics_from_the_bot_itself() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QT_TELEMETRY_"))}
+    proc = subprocess.run([sys.executable, "-c", CONSOLE_BOT], capture_output=True, text=True, timeout=60, check=False,
+                          env={**env, "OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "console"})
+    assert proc.returncode == 0, proc.stderr
+    assert "engine: inline" in proc.stdout
+    assert '"name": "qt.order.place"' in proc.stdout  # ConsoleSpanExporter's JSON
+    assert '"name": "qt.order.latency"' in proc.stdout and '"unit": "s"' in proc.stdout  # ConsoleMetricExporter

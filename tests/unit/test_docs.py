@@ -24,9 +24,32 @@ def test_readme_gives_two_setup_commands_and_ci_runs_the_test_one() -> None:
     quickstart = readme.split("## Quickstart")[1].split("##")[0]
     commands = [line for line in re.findall(r"```bash\n(.*?)```", quickstart, re.DOTALL)[0].splitlines()
                 if line and not line.startswith("#")]
-    assert commands == ['python3 -m pip install -e ".[cli]" && python3 -m qt_telemetry demo', "bash scripts/test.sh"]
-    ci = (REPO / ".ci" / "run").read_text()
-    assert "bash scripts/test.sh" in ci
+    assert commands == ['python3 -m venv .venv && .venv/bin/pip install -e ".[cli]" && .venv/bin/qt-telemetry demo',
+                        "bash scripts/test.sh"]
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    assert ci == ["bash scripts/test.sh"], "CI runs exactly the README's test command"
+
+
+def quickstart_commands() -> list[str]:
+    """The Quickstart's commands, as a reader pastes them (tests/unit/test_readme_commands.py runs the first)."""
+    quickstart = (REPO / "README.md").read_text().split("## Quickstart")[1].split("\n## ")[0]
+    block = re.findall(r"```bash\n(.*?)```", quickstart, re.DOTALL)[0]
+    return [line for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def test_the_first_screen_is_the_two_commands_and_the_ten_line_integration() -> None:
+    readme = (REPO / "README.md").read_text()
+    first = readme.split("\n## ")[1]
+    assert first.startswith("Quickstart") and quickstart_commands() == [
+        'python3 -m venv .venv && .venv/bin/pip install -e ".[cli]" && .venv/bin/qt-telemetry demo',
+        "bash scripts/test.sh"]
+    (integration,) = re.findall(r"```python\n(.*?)```", first, re.DOTALL)
+    code = [line for line in integration.splitlines() if line.strip()]
+    assert len(code) <= 12 and code[0] == "import qt_telemetry as qt"
+    order = readme.index
+    assert order("## Quickstart") < order("### 1. Instrument") < order("### 2. The stack") < order("### 3. Drill") \
+        < order("# Reference")
+    assert "pip install \"qt-telemetry" not in readme  # not on any index: every install is from this clone
 
 
 def test_readme_settings_table_is_generated_from_the_settings_table() -> None:

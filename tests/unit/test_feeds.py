@@ -71,6 +71,7 @@ def test_none_symbol_and_symbol_flood_are_absorbed(cap: Capture) -> None:
     assert cap.point(semconv.TELEMETRY_ERRORS.name, kind="feed_symbol_overflow").value == 8
 
 
-def test_feed_name_is_validated_at_configuration_time() -> None:
-    with pytest.raises(qt.ConfigurationError, match="feed"):
-        qt.FeedMonitor("bad feed name")
+def test_a_feed_name_is_data_normalised_never_refused(cap: Capture) -> None:
+    qt.FeedMonitor("binance ws").message("BTCUSDT")
+    assert cap.point(semconv.FEED_MESSAGES.name).attributes[semconv.FEED] == "binance_ws"
+    assert cap.point(semconv.TELEMETRY_ERRORS.name, kind="name_normalised").value == 1

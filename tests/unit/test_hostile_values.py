@@ -334,8 +334,6 @@ def test_every_other_public_call_absorbs_hostile_values() -> None:
     (lambda: qt.traced_order(attributes=5), "attributes"),
     (lambda: qt.traced_order(venue=Bad()), "venue"),
     (lambda: qt.traced_order(attributes={"": 1}), "attributes"),
-    (lambda: qt.risk_check(Bad()), "rule"),
-    (lambda: qt.FeedMonitor(Bad()), "feed"),
     (lambda: qt.FeedMonitor("f", max_symbols=Bad()), "max_symbols"),
     (lambda: qt.order_span(venue="v", operation="sell"), "operation"),
     (lambda: qt.observe_kill_switch(object()), "activate"),
@@ -344,6 +342,14 @@ def test_every_other_public_call_absorbs_hostile_values() -> None:
 def test_hostile_configuration_is_a_clear_error_naming_the_setting(call: Callable[[], Any], setting: str) -> None:
     with pytest.raises(qt.ConfigurationError, match=setting):
         call()
+
+
+def test_hostile_names_become_unknown(cap: Capture) -> None:
+    with qt.risk_check(Bad()):  # type: ignore[arg-type]
+        pass
+    qt.FeedMonitor(Bad()).message("BTCUSDT")  # type: ignore[arg-type]
+    assert cap.point(semconv.RISK_CHECKS.name).attributes[semconv.RISK_RULE] == "unknown"
+    assert cap.point(semconv.FEED_MESSAGES.name).attributes[semconv.FEED] == "unknown"
 
 
 def test_attribute_pairs_are_accepted_as_well_as_a_mapping(cap: Capture) -> None:

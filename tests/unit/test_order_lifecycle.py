@@ -49,7 +49,8 @@ def test_fills_from_another_thread_join_the_order_trace_with_latency_and_slippag
     assert updates[1].attributes[semconv.SLIPPAGE_BPS] == pytest.approx(5.0)
     assert updates[2].attributes[semconv.SLIPPAGE_BPS] == pytest.approx(10.0)
 
-    slippage = cap.point(semconv.SLIPPAGE.name, venue="binance", symbol="BTCUSDT", side="buy")
+    slippage = cap.point(semconv.SLIPPAGE.name, venue="binance", symbol="BTCUSDT", side="buy",
+                         slippage__direction="adverse")
     assert slippage.count == 2 and slippage.sum == pytest.approx(15.0)
     fill_latency = cap.point(semconv.FILL_LATENCY.name)
     assert fill_latency.count == 1 and fill_latency.sum > 0
@@ -64,6 +65,62 @@ def test_sell_slippage_is_positive_when_receiving_less(cap: Capture) -> None:
     place("ETHUSDT", "sell", 1, client_order_id="s-1")
     qt.order_filled("s-1", quantity=1, price=99.0, reference_price=100.0)
     assert _updates(cap)[0].attributes[semconv.SLIPPAGE_BPS] == pytest.approx(100.0)
+
+
+def test_favourable_slippage_is_counted_as_well_as_adverse(cap: Capture) -> None:
+    """A histogram holds no negative values: the sign is a label, so count, mean and quantiles stay right."""
+    place("BTCUSDT", "buy", 1, client_order_id="f-1")
+    place("BTCUSDT", "buy", 1, client_order_id="f-2")
+    qt.order_filled("f-1", quantity=1, price=99.0, reference_price=100.0)  # 100 bp better than signalled
+    qt.order_filled("f-2", quantity=1, price=101.0, reference_price=100.0)  # 100 bp worse
+
+    better, worse = _updates(cap)
+    assert better.attributes[semconv.SLIPPAGE_BPS] == pytest.approx(-100.0)  # the span keeps the sign
+    assert (better.attributes[semconv.SLIPPAGE_DIRECTION], worse.attributes[semconv.SLIPPAGE_DIRECTION]) == (
+        "favourable", "adverse")
+    points = {p.attributes[semconv.SLIPPAGE_DIRECTION]: p for p in cap.points(semconv.SLIPPAGE.name)}
+    assert {d: (p.count, p.sum) for d, p in points.items()} == {
+        "favourable": (1, pytest.approx(100.0)), "adverse": (1, pytest.approx(100.0))}
+    signed_mean = (points["adverse"].sum - points["favourable"].sum) / (points["adverse"].count
+                                                                        + points["favourable"].count)
+    assert signed_mean == pytest.approx(0.0)
+    assert cap.points(semconv.TELEMETRY_ERRORS.name) == []
+
+
+def test_zero_slippage_is_adverse_zero(cap: Capture) -> None:
+    place("BTCUSDT", "sell", 1, client_order_id="z-1")
+    qt.order_filled("z-1", quantity=1, price=100.0, reference_price=100.0)
+    point = cap.point(semconv.SLIPPAGE.name)
+    assert (point.attributes[semconv.SLIPPAGE_DIRECTION], point.count, point.sum) == ("adverse", 1, 0.0)
+
+
+def test_a_venue_reject_after_placement_reads_as_a_reject(cap: Capture) -> None:
+    place("BTCUSDT", "buy", 1, client_order_id="late-r")
+    qt.order_rejected("late-r", reason="insufficient_margin")
+
+    (update,) = _updates(cap)
+    assert update.attributes[semconv.OUTCOME] == "rejected"
+    assert update.status.status_code is StatusCode.ERROR
+    assert update.status.description == "order rejected: insufficient_margin"
+    assert semconv.ERROR_TYPE not in update.attributes
+    events = cap.point(semconv.ORDER_EVENTS.name)
+    assert dict(events.attributes) == {"venue": "binance", "symbol": "BTCUSDT", "side": "buy",
+                                       "order.event": "reject", "reason": "insufficient_margin"}
+    # The placement itself was accepted (and is usually exported already): its span and latency stay "ok".
+    assert cap.point(semconv.ORDER_LATENCY.name).attributes[semconv.OUTCOME] == "ok"
+    assert len(ORDER_STORE) == 0
+
+
+def test_the_venue_s_own_timestamps_go_on_the_ack_and_fill_spans(cap: Capture) -> None:
+    place("BTCUSDT", "buy", 1, client_order_id="t-1")
+    qt.order_acknowledged("t-1", order_id="V-1", venue_time=1_790_000_000.25)
+    qt.order_filled("t-1", quantity=1, price=100.0, venue_time=1_790_000_001.5)
+    qt.order_filled("t-1", quantity=1, price=100.0, venue_time="soon")  # not a time: dropped and counted
+
+    ack, fill, _ = _updates(cap)
+    assert (ack.attributes[semconv.ORDER_VENUE_TIME], fill.attributes[semconv.ORDER_VENUE_TIME]) == (
+        1_790_000_000.25, 1_790_000_001.5)
+    assert cap.point(semconv.TELEMETRY_ERRORS.name, kind="bad_venue_time").value == 1
 
 
 def test_rejects_and_cancels_are_counted_by_reason(cap: Capture) -> None:

@@ -174,39 +174,3 @@ def test_extract_of_missing_or_malformed_headers_starts_a_new_trace() -> None:
     for carrier in (None, {}, {"traceparent": "garbage"}, {b"traceparent": b"00-zz-zz-01"}):
         ctx = qt.extract(carrier)
         assert not trace.get_current_span(ctx).get_span_context().is_valid
-
-
-AUTO_INSTRUMENTED_BOT = textwrap.dedent("""
-    from opentelemetry import trace
-    import qt_telemetry as qt
-
-    installed = trace.get_tracer_provider()
-    info = qt.init()
-    assert trace.get_tracer_provider() is installed, "init() must not replace opentelemetry-instrument's provider"
-    assert info is not None and not info.owns_providers
-
-    @qt.traced_order(venue="binance")
-    def place_order(symbol, side, quantity):
-        return None
-
-    with qt.trade_flow(symbol="BTCUSDT", strategy="auto") as flow, flow.execution():
-        place_order("BTCUSDT", "buy", 1)
-    trace.get_tracer_provider().force_flush()
-""")
-
-
-def test_init_cooperates_with_opentelemetry_instrument() -> None:
-    receiver = OtlpHttpReceiver()
-    try:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QT_TELEMETRY_"))}
-        env = {**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "auto-bot",
-               "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
-               "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
-        proc = subprocess.run(["opentelemetry-instrument", sys.executable, "-c", AUTO_INSTRUMENTED_BOT], env=env,
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        orders = [(res, span) for res, span in receiver.spans() if span.name == "qt.order.place"]
-        assert len(orders) == 1, "exported exactly once, through the auto-instrumentation's pipeline"
-        assert orders[0][0]["service.name"] == "auto-bot"
-    finally:
-        receiver.close()

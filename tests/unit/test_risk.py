@@ -174,10 +174,22 @@ def test_async_decorated_check_and_error_outcome(cap: Capture) -> None:
     assert cap.point(semconv.RISK_CHECKS.name).attributes[semconv.OUTCOME] == "error"
 
 
-@pytest.mark.parametrize("rule", ["", "max position", "1st", "x" * 65, None])
-def test_invalid_rule_names_fail_at_configuration_time(rule: object) -> None:
-    with pytest.raises(qt.ConfigurationError, match="rule"):
-        qt.risk_check(rule)  # type: ignore[arg-type]
+@pytest.mark.parametrize(("rule", "label"), [
+    ("max_position", "max_position"), ("1st", "1st"), ("max position", "max_position"), ("", "unknown"),
+    ("x" * 65, "x" * 64), ("räte/limit", "r_te_limit"), (None, "unknown"), (42, "42")])
+def test_rule_names_are_data_normalised_never_refused(cap: Capture, rule: object, label: str) -> None:
+    with qt.risk_check(rule) as check:  # type: ignore[arg-type]
+        check.reject("too_big")
+    assert cap.point(semconv.RISK_CHECKS.name).attributes[semconv.RISK_RULE] == label
+    changed = cap.points(semconv.TELEMETRY_ERRORS.name, kind="name_normalised")
+    assert [p.value for p in changed] == ([] if rule == label else [1])
+
+
+def test_names_never_raise_even_before_init(clean_globals: None) -> None:
+    with qt.risk_check("max position") as check:
+        check.reject("limit")
+    qt.FeedMonitor("binance ws").message("BTCUSDT")
+    qt.kill_switch_activation(name="desk switch")
 
 
 # --- risk gauges ---------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_every_end_to_end_test_gets_its_servers_and_only_grafana_tests_get_grafa
 
 def test_a_stack_config_check_declares_only_the_tool_it_runs(declared_by_test: dict[str, set[str]]) -> None:
     unit = "tests/unit/test_stack_configs.py::"
-    assert declared_by_test[unit + "test_amtool_accepts_the_alertmanager_config"] == {"amtool"}
+    assert declared_by_test[unit + "test_amtool_accepts_the_alertmanager_configs[alertmanager.yml]"] == {"amtool"}
     assert declared_by_test[unit + "test_promtool_accepts_config_and_rules_and_every_rule_unit_test_passes[debian]"] \
         == {"debian:promtool"}
     assert declared_by_test[unit + "test_dashboards_are_exactly_what_the_generator_produces_from_semconv"] == set()

@@ -114,15 +114,20 @@ def test_alert_rules_only_query_series_the_sdk_or_pipeline_produces() -> None:
 
 # --- Alertmanager --------------------------------------------------------------------------------------
 
+ALERTMANAGER = REPO / "alertmanager"
+
+
 @pytest.mark.servers("amtool")
-def test_amtool_accepts_the_alertmanager_config() -> None:
-    out = _run(binary("amtool"), "check-config", "alertmanager/alertmanager.yml")
+@pytest.mark.parametrize("config", ["alertmanager.yml", "alertmanager.quiet.yml"])
+def test_amtool_accepts_the_alertmanager_configs(config: str) -> None:
+    out = _run(binary("amtool"), "check-config", f"alertmanager/{config}")
     assert "SUCCESS" in out and "3 receivers" in out
 
 
 @pytest.mark.servers("amtool")
-def test_routing_pages_critical_notifies_warning_and_only_shows_info() -> None:
-    amtool, cfg = binary("amtool"), "alertmanager/alertmanager.yml"
+@pytest.mark.parametrize("config", ["alertmanager.yml", "alertmanager.quiet.yml"])
+def test_routing_pages_critical_notifies_warning_and_only_shows_info(config: str) -> None:
+    amtool, cfg = binary("amtool"), f"alertmanager/{config}"
     for labels, receiver in ((["severity=critical", "alertname=QtKillSwitchActive"], "page"),
                              (["severity=warning", "alertname=QtFeedStale"], "notify"),
                              (["severity=info", "alertname=QtMaxPositionsReached"], "null")):
@@ -131,9 +136,17 @@ def test_routing_pages_critical_notifies_warning_and_only_shows_info() -> None:
 
 
 def test_no_webhook_url_is_written_in_the_alertmanager_config() -> None:
-    text = (REPO / "alertmanager" / "alertmanager.yml").read_text()
+    text = (ALERTMANAGER / "alertmanager.yml").read_text()
     assert not re.search(r"^\s*-?\s*url:\s", text, re.MULTILINE) and "http" not in text.split("receivers:")[1]
     assert text.count("url_file: /run/secrets/") == 2
+
+
+def test_the_quiet_config_compose_starts_is_the_paging_one_without_its_webhooks() -> None:
+    paging = yaml.safe_load((ALERTMANAGER / "alertmanager.yml").read_text())
+    quiet = yaml.safe_load((ALERTMANAGER / "alertmanager.quiet.yml").read_text())
+    assert quiet["route"] == paging["route"] and quiet["inhibit_rules"] == paging["inhibit_rules"]
+    assert quiet["receivers"] == [{"name": r["name"]} for r in paging["receivers"]]  # no integration: nobody paged
+    assert {k for r in paging["receivers"] for k in r} == {"name", "webhook_configs"}
 
 
 # --- Grafana -------------------------------------------------------------------------------------------
@@ -217,7 +230,8 @@ def test_tempo_config_receives_otlp_and_reports_no_usage() -> None:
 
 # --- docker compose ------------------------------------------------------------------------------------
 
-def _compose(env: dict[str, str] | None, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _compose(env: dict[str, str] | None, tmp_path: Path,
+             files: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     cmd = [binary("compose_check")]
     if env is not None:
         env_file = tmp_path / "test.env"
@@ -225,25 +239,49 @@ def _compose(env: dict[str, str] | None, tmp_path: Path) -> subprocess.Completed
         cmd += ["--env-file", str(env_file)]
     clean = {k: v for k, v in __import__("os").environ.items()
              if not k.startswith(("GRAFANA_", "ALERTMANAGER_"))}
-    return subprocess.run([*cmd, "docker-compose.yml"], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env=clean)
+    return subprocess.run([*cmd, *(files or ["docker-compose.yml"])], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, env=clean, check=False)
 
 
-SECRETS = {"GRAFANA_ADMIN_PASSWORD": "s3cret-test", "ALERTMANAGER_PAGE_WEBHOOK_URL": "http://hook/page",
-           "ALERTMANAGER_NOTIFY_WEBHOOK_URL": "http://hook/notify"}
+SECRETS = {"GRAFANA_ADMIN_PASSWORD": "s3cret-test"}
+WEBHOOKS = {"ALERTMANAGER_PAGE_WEBHOOK_URL": "http://hook/page", "ALERTMANAGER_NOTIFY_WEBHOOK_URL": "http://hook/notify"}
+PAGING = ["docker-compose.yml", "docker-compose.paging.yml"]
 
 
 @pytest.mark.servers("compose_check")
-def test_compose_refuses_to_start_without_the_required_secrets(tmp_path: Path) -> None:
+def test_compose_needs_only_the_grafana_password(tmp_path: Path) -> None:
     proc = _compose(None, tmp_path)
     assert proc.returncode != 0
-    for name in SECRETS:
-        assert f"required variable {name} is missing a value" in proc.stderr
+    assert "required variable GRAFANA_ADMIN_PASSWORD is missing a value" in proc.stderr
+    assert "ALERTMANAGER" not in proc.stderr  # no webhook URL to invent before the first `up`
+    proc = _compose(SECRETS, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    alertmanager = json.loads(proc.stdout)["services"]["alertmanager"]
+    assert "--config.file=/etc/alertmanager/alertmanager.quiet.yml" in alertmanager["command"]
+    assert not alertmanager.get("secrets")
 
 
 @pytest.mark.servers("compose_check")
-def test_compose_project_is_locked_down(tmp_path: Path) -> None:
-    proc = _compose(SECRETS, tmp_path)
+def test_paging_needs_both_webhook_urls_and_passes_them_as_secret_files(tmp_path: Path) -> None:
+    proc = _compose(SECRETS, tmp_path, files=PAGING)
+    assert proc.returncode != 0
+    for name in WEBHOOKS:
+        assert f"required variable {name} is missing a value" in proc.stderr
+    proc = _compose({**SECRETS, **WEBHOOKS}, tmp_path, files=PAGING)
+    assert proc.returncode == 0, proc.stderr
+    services = json.loads(proc.stdout)["services"]
+    alertmanager = services["alertmanager"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    assert {s["target"] for s in alertmanager["secrets"]} == {"/run/secrets/alertmanager_page_webhook_url",
+                                                              "/run/secrets/alertmanager_notify_webhook_url"}
+    for url in WEBHOOKS.values():
+        assert url not in json.dumps(services)  # secrets reach containers as files, not in the definition
+
+
+@pytest.mark.servers("compose_check")
+@pytest.mark.parametrize("files", [["docker-compose.yml"], PAGING], ids=["default", "paging"])
+def test_compose_project_is_locked_down(tmp_path: Path, files: list[str]) -> None:
+    proc = _compose({**SECRETS, **WEBHOOKS}, tmp_path, files=files)
     assert proc.returncode == 0, proc.stderr
     project = json.loads(proc.stdout)
     services = project["services"]
@@ -265,8 +303,8 @@ def test_compose_project_is_locked_down(tmp_path: Path) -> None:
     assert "--web.enable-remote-write-receiver" in services["prometheus"]["command"]
     assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
     assert "--enable-feature=native-histograms" in services["prometheus"]["command"]
-    text = (REPO / "docker-compose.yml").read_text()
-    assert "0.0.0.0" not in text
+    for path in files:
+        assert "0.0.0.0" not in (REPO / path).read_text()
     for secret in SECRETS.values():
         assert secret not in json.dumps(services)  # secrets reach containers as files, not in the definition
 
@@ -344,10 +382,12 @@ def test_agent_is_the_single_box_config_with_exactly_the_documented_changes() ->
     assert agent["service"]["pipelines"]["metrics"]["receivers"] == ["otlp", "span_metrics"]
     lb = agent["exporters"]["load_balancing"]
     assert lb["routing_key"] == "traceID" and "dns" in lb["resolver"]
-    # A failure on a dead gateway must come back to the load_balancing level, which routes it again.
-    assert lb["protocol"]["otlp"]["retry_on_failure"]["enabled"] is False
-    assert lb["protocol"]["otlp"]["sending_queue"]["enabled"] is False
-    assert lb["retry_on_failure"]["enabled"] is True and lb["sending_queue"]["enabled"] is True
+    # Each span at most once: the top-level retry re-sends whole requests (duplicates in Tempo), a per-gateway
+    # retry cannot route elsewhere, a per-gateway queue hides its drops; one queue keeps the pipeline moving.
+    assert lb["retry_on_failure"] == {"enabled": False}
+    assert lb["protocol"]["otlp"]["retry_on_failure"] == {"enabled": False}
+    assert lb["protocol"]["otlp"]["sending_queue"] == {"enabled": False}
+    assert lb["sending_queue"]["enabled"] is True
 
 
 def test_gateway_keeps_every_trace_the_sdk_marked_and_exports_only_to_tempo() -> None:
@@ -425,3 +465,54 @@ def test_the_single_box_compose_is_unchanged_by_the_fleet_file(tmp_path: Path) -
     services = json.loads(proc.stdout)["services"]
     assert not [n for n in services if n.startswith("otel-gateway")]
     assert services["otel-collector"]["command"] == ["--config=/etc/otelcol/config.yaml"]
+
+
+#: The configs an operator runs the fleet from, by the name the README's variable table gives them.
+ADDRESS_CONFIGS = {"single box": REPO / "collector" / "config.yaml", "agent": AGENT, "gateway": GATEWAY,
+                   "prometheus": REPO / "prometheus" / "prometheus.fleet.yml", "tempo": REPO / "tempo" / "tempo.yaml"}
+#: ${env:NAME:-default} (collector) or ${NAME:-default} / ${NAME} (Tempo's -config.expand-env, compose)
+VARIABLE = re.compile(r"\$\{(?:env:)?([A-Z][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _readme_variable_table() -> list[tuple[str, set[str], str]]:
+    """(name or setting, configs, default) for each row of the README's fleet variable table."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("<!-- fleet-variables:start -->\n")[1].split("<!-- fleet-variables:end -->")[0]
+    rows = []
+    for line in section.splitlines()[2:]:  # header and rule
+        name, configs, default, _ = (cell.strip() for cell in line.strip("|").split("|"))
+        rows.append((name.strip("`"), {c.strip() for c in configs.split(",")}, default.strip("`")))
+    return rows
+
+
+def _literal_addresses() -> dict[str, set[str]]:
+    """Addresses Prometheus and Tempo read from their files (neither expands variables there as we run them):
+    every scrape and alerting target; Tempo's listeners, OTLP receiver and the generator's remote write.
+    Tempo's ingester and memberlist bind 127.0.0.1: inside the single binary, not an operator's business."""
+    prom = yaml.safe_load(ADDRESS_CONFIGS["prometheus"].read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    targets |= {t for am in prom["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]}
+    tempo = yaml.safe_load(ADDRESS_CONFIGS["tempo"].read_text())
+    server = tempo["server"]
+    return {"prometheus": targets, "tempo": {
+        f"{server['http_listen_address']}:{server['http_listen_port']}",
+        f"{server['grpc_listen_address']}:{server['grpc_listen_port']}",
+        tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+        *(rw["url"] for rw in tempo["metrics_generator"]["storage"]["remote_write"])}}
+
+
+def test_readme_names_every_variable_and_address_of_the_fleet_configs_with_its_default() -> None:
+    used: dict[str, tuple[set[str], str]] = {}
+    for config, path in ADDRESS_CONFIGS.items():
+        for name, default in VARIABLE.findall(path.read_text()):
+            configs, known = used.setdefault(name, (set(), default))
+            assert default == known, f"{name} defaults to {known!r} in one config and {default!r} in {config}"
+            configs.add(config)
+    rows = _readme_variable_table()
+    table = {name: (configs, default) for name, configs, default in rows if VARIABLE.fullmatch(f"${{{name}}}")}
+    assert sorted(table) == sorted(used), "README fleet variable table: a variable is missing or not used"
+    assert table == used
+    literal = _literal_addresses()
+    for config in ("prometheus", "tempo"):
+        assert {default for name, configs, default in rows if name not in table and configs == {config}} \
+            == literal[config], f"README fleet variable table: {config}'s addresses"

@@ -122,3 +122,69 @@ def test_current_flow_is_visible_inside_and_gone_after(cap: Capture) -> None:
         assert qt.current_flow() is flow
         assert len(flow.trace_id) == 32
     assert qt.current_flow() is None
+
+
+# --- a flow that spans several calls: start() / finish() / activate() ---------------------------------------
+
+def test_started_flow_and_stages_end_when_finished_not_before(cap: Capture) -> None:
+    flow = qt.trade_flow(symbol="BTC/USDT", strategy="ft", trade_id=7).start()
+    signal = flow.signal(direction="long", reference_price=100.0).start()
+    assert qt.current_flow() is None  # started, not current: the callback that started it returns
+    assert cap.spans() == []
+    signal.finish()
+    flow.finish()
+    flow.finish()  # again: nothing
+
+    root, stage = cap.span(semconv.SPAN_TRADE), cap.span(semconv.SPAN_SIGNAL)
+    assert stage.parent.span_id == root.context.span_id and stage.context.trace_id == root.context.trace_id
+    assert root.parent is None
+    assert (root.attributes[semconv.TRADE_ID], root.attributes[semconv.OUTCOME]) == (7, "ok")
+    assert cap.point(semconv.TRADES.name).attributes[semconv.OUTCOME] == "ok"
+
+
+def test_activate_makes_a_started_stage_and_its_flow_current_for_the_block_only(cap: Capture) -> None:
+    flow = qt.trade_flow(symbol="BTC/USDT", strategy="ft").start()
+    flow.signal(reference_price=100.0)  # not started: nothing recorded, but the reference price is the flow's
+    execution = flow.execution().start()
+    with execution.activate():
+        assert qt.current_flow() is flow
+        place("BTC/USDT", "buy", 1)
+    assert qt.current_flow() is None
+    execution.finish()
+    flow.finish()
+
+    order = cap.span(semconv.SPAN_ORDER)
+    assert order.parent.span_id == cap.span(semconv.SPAN_EXECUTION).context.span_id
+    assert order.attributes[semconv.STRATEGY] == "ft"  # from the activated flow
+    assert [s.name for s in cap.spans()] == [semconv.SPAN_ORDER, semconv.SPAN_EXECUTION, semconv.SPAN_TRADE]
+
+
+def test_a_risk_check_rejecting_inside_an_activated_flow_rejects_the_trade(cap: Capture) -> None:
+    flow = qt.trade_flow(symbol="ETH/USDT", strategy="ft").start()
+    with flow.activate(), flow.entry(), qt.risk_check("confirm_trade_entry") as check:
+        check.reject("denied")
+    flow.finish()
+
+    check_span = cap.span(semconv.SPAN_RISK_CHECK)
+    assert check_span.parent.span_id == cap.span(semconv.SPAN_ENTRY).context.span_id
+    root = cap.span(semconv.SPAN_TRADE)
+    assert (root.attributes[semconv.OUTCOME], root.attributes[semconv.REASON]) == (
+        "rejected", "confirm_trade_entry:denied")
+
+
+def test_finish_takes_an_outcome_and_counts_a_bad_one(cap: Capture) -> None:
+    qt.trade_flow(symbol="A", strategy="ft").start().finish(outcome="cancelled")
+    qt.trade_flow(symbol="B", strategy="ft").start().finish(outcome="sideways")
+
+    outcomes = {s.attributes[semconv.SYMBOL]: s.attributes[semconv.OUTCOME] for s in cap.spans(semconv.SPAN_TRADE)}
+    assert outcomes == {"A": "cancelled", "B": "ok"}
+    assert cap.point(semconv.TELEMETRY_ERRORS.name, kind="bad_outcome").value == 1
+
+
+def test_start_finish_and_activate_record_nothing_before_init() -> None:
+    flow = qt.trade_flow(symbol="A", strategy="ft").start()
+    with flow.activate(), flow.execution().start().activate():
+        place("A", "buy", 1)
+    flow.exit().start().finish()
+    flow.finish(outcome="cancelled")
+    assert qt.current_flow() is None

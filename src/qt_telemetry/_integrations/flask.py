@@ -15,11 +15,15 @@ def instrument_app(app: Any, *, metrics_route: str | None = "/metrics") -> Any:
     try:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
     except ImportError as exc:  # pragma: no cover - depends on the extra being installed
-        raise ConfigurationError("instrument_app needs the flask extra: pip install 'qt-telemetry[flask]'") from exc
+        raise ConfigurationError("instrument_app needs the flask extra: pip install -e '.[flask]' in the "
+                                 "qt-telemetry checkout") from exc
     if metrics_route is not None and not metrics_route.startswith("/"):
         raise ConfigurationError(f"metrics_route={show(metrics_route)}: must start with '/'")
     excluded = metrics_route.lstrip("/") if metrics_route else None
-    FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)  # type: ignore[no-untyped-call]
+    # Under `opentelemetry-instrument` the Flask class itself is instrumented: its apps need nothing more (a
+    # second instrument_app only logs "already instrumented"). The flag is the one the instrumentor checks.
+    if not getattr(app, "_is_instrumented_by_opentelemetry", False):
+        FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)  # type: ignore[no-untyped-call]
     if metrics_route is not None:
         app.add_url_rule(metrics_route, "qt_telemetry_metrics", _metrics_view)
     return app

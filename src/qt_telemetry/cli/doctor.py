@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from qt_telemetry import semconv
+from qt_telemetry._config import ConfigurationError
+from qt_telemetry.cli.args import number
 
 _LATENCY = semconv.ORDER_LATENCY.prometheus + "_bucket"
 _NATIVE = semconv.ORDER_LATENCY.prometheus
@@ -40,11 +42,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Prometheus to query (default: QT_PROMETHEUS_URL or http://localhost:9090)")
     parser.add_argument("--tempo-url", default=env("QT_TEMPO_URL", "http://localhost:3200"),
                         help="Tempo to fetch the trace from (default: QT_TEMPO_URL or http://localhost:3200)")
+    parser.add_argument("--grafana-url", default=env("QT_GRAFANA_URL", "http://localhost:3000"),
+                        help="the running Grafana whose datasources to check (default: QT_GRAFANA_URL or "
+                             "http://localhost:3000; its API needs GRAFANA_ADMIN_PASSWORD, else the file below)")
     parser.add_argument("--grafana-datasources", default=env("QT_GRAFANA_DATASOURCES"),
-                        help="Grafana datasource provisioning file to check the exemplar link in "
-                             "(default: grafana/provisioning/datasources/datasources.yaml when present)")
-    parser.add_argument("--timeout", type=float, default=float(env("QT_DOCTOR_TIMEOUT", "60")),
-                        help="seconds to wait for data to arrive at each server (default 60)")
+                        help="Grafana datasource provisioning file to check the exemplar link in when Grafana "
+                             "does not answer (default: grafana/provisioning/datasources/datasources.yaml)")
+    parser.add_argument("--timeout", type=number(0, above=True, high=3600), default=None,
+                        help=f"seconds to wait for data to arrive at each server (default: {TIMEOUT_VARIABLE} or 60)")
+
+
+TIMEOUT_VARIABLE = "QT_DOCTOR_TIMEOUT"
+
+
+def timeout_from(args: argparse.Namespace) -> float:
+    """``--timeout``, else ``QT_DOCTOR_TIMEOUT``, else 60; a bad variable is a configuration error naming it."""
+    if args.timeout is not None:
+        return float(args.timeout)
+    raw = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not raw:
+        return 60.0
+    try:
+        return number(0, above=True, high=3600)(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigurationError(f"{TIMEOUT_VARIABLE}={raw!r}: {exc}; expected seconds, e.g. 60") from None
 
 
 @dataclass
@@ -52,11 +73,14 @@ class Check:
     name: str
     ok: bool
     detail: str
+    #: Not run because the check it needs failed (named in ``detail``): one cause, not one FAIL per check.
+    skipped: bool = False
 
 
 class Doctor:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        args.timeout = timeout_from(args)
         default = "http://localhost:4317" if args.protocol == "grpc" else "http://localhost:4318"
         self.endpoint: str = args.otlp_endpoint or default
         self.prometheus = args.prometheus_url.rstrip("/")
@@ -74,7 +98,9 @@ class Doctor:
         return ok
 
     def skip(self, name: str, needs: str) -> bool:
-        return self.record(name, False, f"not checked: needs '{needs}' to pass first")
+        self.results.append(Check(name, False, f"needs '{needs}'", skipped=True))
+        print(f"skip {name}: not checked, because '{needs}' failed", flush=True)
+        return False
 
     def _get(self, url: str, timeout: float = 5) -> Any:
         req = urllib.request.Request(url, headers={"Accept": "application/json"})
@@ -232,14 +258,42 @@ class Doctor:
                                f"exemplar points at trace {labels.get(key)!r}, expected {self.trace_id}")
         return self.record("exemplar for the order", True, f"{key}={self.trace_id}")
 
+    def _grafana_datasources(self) -> tuple[list[dict[str, Any]] | None, str]:
+        """The running Grafana's datasources (its API), or None and why not: then the provisioning file says."""
+        url = (self.args.grafana_url or "").rstrip("/")
+        if not url:
+            return None, "no --grafana-url"
+        try:
+            health = self._get(f"{url}/api/health", timeout=3)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return None, f"Grafana at {url} did not answer ({getattr(exc, 'reason', exc)})"
+        password = os.environ.get("GRAFANA_ADMIN_PASSWORD", "")
+        if not password:
+            return None, (f"Grafana {health.get('version', '?')} answers at {url}; set GRAFANA_ADMIN_PASSWORD to "
+                          "check its own datasources")
+        import base64
+
+        token = base64.b64encode(f"{os.environ.get('QT_GRAFANA_USER', 'admin')}:{password}".encode()).decode()
+        req = urllib.request.Request(f"{url}/api/datasources",
+                                     headers={"Accept": "application/json", "Authorization": f"Basic {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return json.loads(resp.read()), f"Grafana {health.get('version', '?')} at {url}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return None, f"Grafana at {url} refused the datasource query ({getattr(exc, 'reason', exc)})"
+
     def grafana_link(self) -> bool:
+        sources, where = self._grafana_datasources()
+        if sources is not None:
+            return self._exemplar_link(sources, where)
         path = self.args.grafana_datasources
         if path is None:
             candidate = Path.cwd() / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
             path = str(candidate) if candidate.exists() else None
         if path is None:
             return self.record("Grafana exemplar link", False,
-                               "no datasource provisioning file found; fix: pass --grafana-datasources "
+                               f"{where}, and no datasource provisioning file found; fix: start Grafana (`docker "
+                               "compose up -d grafana`) or pass --grafana-datasources "
                                "grafana/provisioning/datasources/datasources.yaml")
         import yaml
 
@@ -247,7 +301,9 @@ class Doctor:
             doc = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as exc:
             return self.record("Grafana exemplar link", False, f"cannot read {path}: {exc}")
-        sources = doc.get("datasources", [])
+        return self._exemplar_link(doc.get("datasources", []), f"{path} ({where})")
+
+    def _exemplar_link(self, sources: list[dict[str, Any]], path: str) -> bool:
         tempo_uids = {d.get("uid") for d in sources if d.get("type") == "tempo"}
         links = [link for d in sources if d.get("type") == "prometheus"
                  for link in (d.get("jsonData") or {}).get("exemplarTraceIdDestinations", [])]
@@ -264,7 +320,8 @@ class Doctor:
             return self.record("Grafana exemplar link", False,
                                f"the exemplar link targets {[l.get('datasourceUid') for l in links]}, not a Tempo "
                                f"datasource ({sorted(u for u in tempo_uids if u)})")
-        return self.record("Grafana exemplar link", True, f"'{self.exemplar_label or 'trace_id'}' opens Tempo")
+        return self.record("Grafana exemplar link", True,
+                           f"'{self.exemplar_label or 'trace_id'}' opens Tempo (checked in {path})")
 
     def tempo_has_trace(self) -> bool:
         def fetch() -> bool:
@@ -310,12 +367,19 @@ class Doctor:
             self.tempo_has_trace()
         else:
             self.skip("Tempo returns the trace", "synthetic traced order exported")
-        failed = [r for r in self.results if not r.ok]
-        print(f"{len(self.results) - len(failed)} of {len(self.results)} checks passed", flush=True)
-        if not failed:
+        failed = [r for r in self.results if not r.ok and not r.skipped]
+        skipped = [r for r in self.results if r.skipped]
+        passed = len(self.results) - len(failed) - len(skipped)
+        summary = f"{passed} of {len(self.results)} checks passed"
+        if failed:
+            summary += (f": {len(failed)} failed ({', '.join(r.name for r in failed)})"
+                        + (f", {len(skipped)} not checked because of them" if skipped else "")
+                        + f"; fix '{failed[0].name}' first")
+        print(summary, flush=True)
+        if not failed and not skipped:
             print(f"the drill works: in Grafana's Trading Overview, click an exemplar on 'Order latency' "
                   f"(or open trace {self.trace_id} in Tempo)", flush=True)
-        return 0 if not failed else 1
+        return 0 if not failed and not skipped else 1
 
 
 def run_doctor(args: argparse.Namespace) -> int:

@@ -37,13 +37,14 @@ def run_demo(args: argparse.Namespace) -> int:
     live = None if args.plain or not sys.stdout.isatty() else _live_view()
     named = os.environ.get("OTEL_SERVICE_NAME") or os.environ.get("QT_TELEMETRY_SERVICE_NAME")
     # The console trace summary would scribble over the live view; it is on for plain local runs.
-    info = qt.init(mode=mode, service_name=None if named else "qt-demo-bot", metrics_port=args.metrics_port,
+    port = None if args.metrics_port is None else int(args.metrics_port)
+    info = qt.init(mode=mode, service_name=None if named else "qt-demo-bot", metrics_port=port,
                    console=mode == "local" and live is None,
                    metric_export_interval=None if mode == "local" else 5.0)
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    symbols, ticks = list(args.symbols), int(args.ticks)
     where = _where(info, args.grafana_url, console=live is None)
-    print(f"qt-telemetry demo: {len(symbols)} symbols, seed {args.seed}, "
-          f"{'until Ctrl-C' if args.duration <= 0 else f'{args.duration:g}s'}; {where}", flush=True)
+    print(f"qt-telemetry demo: {len(symbols)} symbols, seed {args.seed}, {_how_long(args.duration, ticks)}; {where}",
+          flush=True)
     last_print = [0.0]
 
     def on_tick(snapshot: dict[str, Any]) -> None:
@@ -57,10 +58,10 @@ def run_demo(args: argparse.Namespace) -> int:
         if live is not None:
             with live:
                 final = demo.run(duration=args.duration, rate=args.rate, seed=args.seed, symbols=symbols,
-                                 loss_limit=args.loss_limit, ticks=args.ticks, on_tick=on_tick)
+                                 loss_limit=args.loss_limit, ticks=ticks, on_tick=on_tick)
         else:
             final = demo.run(duration=args.duration, rate=args.rate, seed=args.seed, symbols=symbols,
-                             loss_limit=args.loss_limit, ticks=args.ticks, on_tick=on_tick)
+                             loss_limit=args.loss_limit, ticks=ticks, on_tick=on_tick)
     finally:
         # A demo is not a trading loop: wait for the collector's answer, so "flushed" means it has everything.
         flushed = qt.force_flush(10.0)
@@ -69,6 +70,14 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"done: {'all telemetry flushed' if flushed else 'some telemetry could not be exported'}; "
           f"last trade trace {final['trace_id']}", flush=True)
     return 0
+
+
+def _how_long(duration: float, ticks: int) -> str:
+    """What stops the run, as the banner says it: ``--ticks`` and ``--duration``, whichever comes first."""
+    limits = ([f"{ticks} ticks"] if ticks > 0 else []) + ([f"{duration:g}s"] if duration > 0 else [])
+    if not limits:
+        return "until Ctrl-C"
+    return " or ".join(limits) + (", whichever comes first" if len(limits) > 1 else "")
 
 
 def _where(info: qt.TelemetryInfo | None, grafana_url: str, console: bool) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,7 +34,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
             report.sections.append((f"fleet server logs ({fleet.dir})", fleet.logs()))
 
 
-def started_fleet(workdir: Any) -> Iterator[Fleet]:
+def started_fleet(workdir: Any) -> Generator[Fleet, None, None]:
     fleet = Fleet(workdir, decision_wait=f"{DECISION_WAIT_S:g}s", gateway_slow_order_ms=int(SLOW_S * 1000))
     _FLEETS.append(fleet)
     try:

@@ -233,13 +233,26 @@ class Fleet:
 
     # --- collectors' own metrics, read directly ------------------------------------------------------------
     def collector_metrics(self, name: str) -> list[tuple[str, dict[str, str], float]]:
-        url = self.agent_metrics if name == "agent" else f"http://127.0.0.1:{self.ports[f'{name}_metrics']}/metrics"
+        """A server's own /metrics: "agent", a gateway's name, or "tempo"."""
+        urls = {"agent": self.agent_metrics, "tempo": f"{self.tempo_url}/metrics"}
+        url = urls.get(name) or f"http://127.0.0.1:{self.ports[f'{name}_metrics']}/metrics"
         with urllib.request.urlopen(url, timeout=5) as resp:
             return parse_metrics(resp.read().decode())
 
     def metric_sum(self, name: str, metric: str, **labels: str) -> float:
         return sum(v for n, ls, v in self.collector_metrics(name)
                    if n == metric and all(ls.get(k) == want for k, want in labels.items()))
+
+    def histogram_bound(self, name: str, metric: str, **labels: str) -> float:
+        """The smallest bucket bound that holds every observation of a histogram so far (an upper bound of
+        its largest value; the exposition has no max)."""
+        buckets: dict[float, float] = {}
+        for n, ls, v in self.collector_metrics(name):
+            if n == f"{metric}_bucket" and all(ls.get(k) == want for k, want in labels.items()):
+                le = float(ls["le"])
+                buckets[le] = buckets.get(le, 0.0) + v
+        total = buckets.get(float("inf"), 0.0)
+        return min((le for le, count in buckets.items() if count >= total), default=float("inf"))
 
     def agent_backends(self) -> int:
         return int(self.metric_sum("agent", "otelcol_loadbalancer_num_backends"))

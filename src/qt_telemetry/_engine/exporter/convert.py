@@ -83,13 +83,15 @@ class Instruments:
         self.producers: list[ProducerState] = []
         self._sync: dict[str, Any] = {}
         for spec in semconv.METRICS.values():
-            if spec.kind == "counter":
+            if spec.kind == "gauge" or spec.observed:  # read from the producers' gauge boards
+                observable = {"gauge": meter.create_observable_gauge, "counter": meter.create_observable_counter,
+                              "updowncounter": meter.create_observable_up_down_counter}[spec.kind]
+                observable(spec.name, [self._observer(spec)], spec.unit, spec.description)
+            elif spec.kind == "counter":
                 self._sync[spec.name] = meter.create_counter(spec.name, spec.unit, spec.description)
             elif spec.kind == "histogram":
                 self._sync[spec.name] = meter.create_histogram(
                     spec.name, spec.unit, spec.description, explicit_bucket_boundaries_advisory=spec.buckets)
-            elif spec.kind == "gauge":
-                meter.create_observable_gauge(spec.name, [self._observer(spec)], spec.unit, spec.description)
 
     def _observer(self, spec: semconv.MetricSpec) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
@@ -298,6 +300,11 @@ class Converter:
                 value = attributes.get(source)
                 if value is None:
                     continue
+            elif isinstance(source, semconv.Magnitude):
+                value = finite(attributes.get(source.key))
+                if value is None:
+                    continue
+                value = abs(value)
             else:
                 value = source
             producer.measure(spec, value, attributes, exemplar)

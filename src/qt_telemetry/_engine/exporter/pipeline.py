@@ -71,6 +71,8 @@ class Pipeline:
         out: list[SpanExporter] = []
         if s.mode == "otlp" and s.traces.enabled:
             out.append(otlp_span_exporter(s))
+        if s.mode == "otlp" and s.traces.console:  # OTEL_TRACES_EXPORTER=console (the inline engine: our stdout)
+            out.append(console_span_exporter())
         if s.console:
             from qt_telemetry._engine.exporter.console import TraceSummaryExporter
 
@@ -86,6 +88,9 @@ class Pipeline:
         readers: list[MetricReader] = []
         if s.mode == "otlp" and s.metrics.enabled:
             readers.append(PeriodicExportingMetricReader(otlp_metric_exporter(s),
+                                                         export_interval_millis=s.metric_export_interval_s * 1000))
+        if s.mode == "otlp" and s.metrics.console:  # OTEL_METRICS_EXPORTER=console
+            readers.append(PeriodicExportingMetricReader(console_metric_exporter(),
                                                          export_interval_millis=s.metric_export_interval_s * 1000))
         return self._new_provider(resource, readers)
 
@@ -169,6 +174,18 @@ def otlp_span_exporter(settings: Settings) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
     return HttpSpanExporter(endpoint=sig.endpoint, headers=headers)
+
+
+def console_span_exporter() -> SpanExporter:
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    return ConsoleSpanExporter()
+
+
+def console_metric_exporter() -> Any:
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+    return ConsoleMetricExporter()
 
 
 def otlp_metric_exporter(settings: Settings) -> Any:

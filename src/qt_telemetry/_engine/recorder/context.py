@@ -2,7 +2,8 @@
 
 The OTel API reaches the context variable through four calls per operation (and a logger on detach). With the
 default runtime context (contextvars) we use the same variable directly; with any other runtime context
-configured (``OTEL_PYTHON_CONTEXT``) we go through the API, unchanged in behaviour either way.
+configured (``OTEL_PYTHON_CONTEXT``), or an API release whose private names moved (see :mod:`.otel_internals`),
+we go through the API, unchanged in behaviour either way.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-from opentelemetry.trace.propagation import _SPAN_KEY
+
+from qt_telemetry._engine.recorder.otel_internals import SPAN_SLOT
 
 _INVALID = trace.INVALID_SPAN
-_runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
 
-if isinstance(_runtime, ContextVarsRuntimeContext):
-    _variable = _runtime._current_context
+if SPAN_SLOT is not None:
+    _variable, _SPAN_KEY = SPAN_SLOT
 
     def current_span(parent: Context | None = None) -> trace.Span:
         span: Any = (_variable.get() if parent is None else parent).get(_SPAN_KEY)
@@ -35,7 +35,7 @@ if isinstance(_runtime, ContextVarsRuntimeContext):
         except ValueError:  # ended in another context than it started in: nothing to restore here
             pass
 
-else:  # pragma: no cover - a custom runtime context
+else:  # a custom runtime context, or the API's private names moved
 
     def current_span(parent: Context | None = None) -> trace.Span:
         return trace.get_current_span(parent)

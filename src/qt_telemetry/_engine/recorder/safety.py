@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from qt_telemetry import semconv
 from qt_telemetry._engine.recorder.state import STATE
 from qt_telemetry._redaction import Redactor
 
@@ -27,3 +28,12 @@ def telemetry_error(kind: str, detail: str = "") -> None:
             sink(kind)
     except Exception:  # noqa: BLE001 - the counter itself must never raise either
         pass
+
+
+def user_name(value: object, what: str) -> str:
+    """A name the user gave (rule, feed, switch, breaker) as its metric label (:func:`semconv.checked_name`);
+    a name that had to change is counted as ``name_normalised``. Never raises."""
+    name = semconv.checked_name(value)
+    if not (isinstance(value, str) and str.__eq__(name, value)):  # str's own comparison: a subclass's may raise
+        telemetry_error("name_normalised", f"{what}: {name}")
+    return name

@@ -105,8 +105,8 @@ class SpanScope(trace.Span):
             self.finishing()
             attributes = self.attributes
             attributes[semconv.OUTCOME] = self.outcome
-            if self.error_type is not None:
-                attributes[semconv.ERROR_TYPE] = self.error_type
+            if self.error_type is not None and self.outcome == semconv.OUTCOME_ERROR:
+                attributes[semconv.ERROR_TYPE] = self.error_type  # a reject is a decision, not an error type
             engine = self.engine
             if engine is not None:
                 engine.end(self)

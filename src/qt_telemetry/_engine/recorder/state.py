@@ -18,16 +18,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import metrics as _METRICS
-from opentelemetry import trace
 
 from qt_telemetry import semconv
 from qt_telemetry._engine.recorder.gauges import GaugeBoard, GaugeValue
 from qt_telemetry._engine.recorder.orderstore import OrderStore
+from qt_telemetry._engine.recorder.otel_internals import TRACE
 
 if TYPE_CHECKING:
     from qt_telemetry._engine.recorder.engines import Engine
 
-_TRACE = trace  # module attribute reads on the no-op path
+_TRACE = TRACE  # the API module (its private provider slot) or its public stand-in: see otel_internals
 #: Set by init() for multiprocessing "spawn" children: the address of the family's exporter (never a secret).
 INHERIT_VARIABLE = "QT_TELEMETRY__INHERIT"
 

@@ -11,19 +11,29 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import wrapt
-from opentelemetry import trace as _trace
 
+from qt_telemetry._engine.recorder.otel_internals import TRACE as _trace
 from qt_telemetry._engine.recorder.safety import telemetry_error
-from qt_telemetry._engine.recorder.scope import SpanScope
 from qt_telemetry._engine.recorder.state import STATE
 
-#: ``make(engine, instance, args, kwargs)`` -> an unopened scope for this call.
-ScopeFactory = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], SpanScope]
-#: ``done(scope, result)``: read what the result says (an order id, a risk verdict) before the scope closes.
-ResultHook = Callable[[SpanScope, Any], None]
+
+class CallScope(Protocol):
+    """What one traced call opens before it runs and closes after: a :class:`SpanScope`, or several (a ccxt
+    batch of orders is one call and one span per order)."""
+
+    def open(self, engine: Any) -> None: ...
+
+    def close(self, exc: BaseException | None = None) -> None: ...
+
+    def suspend(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+S = TypeVar("S", bound=CallScope)
 
 
 def inside_descriptor(fn: Any, decorate: Callable[[Any], Any]) -> Any:
@@ -53,11 +63,14 @@ def call_kind(fn: Any) -> str:
     return "sync"
 
 
-def traced(fn: Any, make: ScopeFactory, done: ResultHook | None = None) -> Any:
-    """``fn`` wrapped so that each call is one span made by ``make``."""
+def traced(fn: Any, make: Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], S | None],
+           done: Callable[[S, Any], None] | None = None) -> Any:
+    """``fn`` wrapped so that each call is one span (or :class:`CallScope`) made by ``make(engine, instance, args,
+    kwargs)`` — or none, when ``make`` returns None (a nested call already traced by the outer one). ``done(scope,
+    result)`` reads what the result says (an order id, a risk verdict) before the scope closes."""
     kind = call_kind(fn)
 
-    def start(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SpanScope | None:
+    def start(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> S | None:
         engine = STATE.active()
         if engine is None:
             return None
@@ -66,10 +79,11 @@ def traced(fn: Any, make: ScopeFactory, done: ResultHook | None = None) -> Any:
         except Exception as exc:  # noqa: BLE001
             telemetry_error("span_start_failed", repr(exc))
             return None
-        scope.open(engine)
+        if scope is not None:
+            scope.open(engine)
         return scope
 
-    def finish(scope: SpanScope, result: Any) -> None:
+    def finish(scope: S, result: Any) -> None:
         if done is not None:
             try:
                 done(scope, result)
@@ -145,10 +159,10 @@ def traced(fn: Any, make: ScopeFactory, done: ResultHook | None = None) -> Any:
     return sync_wrapper(fn)
 
 
-def _traced_generator(gen: Generator[Any, Any, Any], start: Callable[[], SpanScope | None],
-                      finish: Callable[[SpanScope, Any], None]) -> Generator[Any, Any, Any]:
+def _traced_generator(gen: Generator[Any, Any, Any], start: Callable[[], CallScope | None],
+                      finish: Callable[[Any, Any], None]) -> Generator[Any, Any, Any]:
     """The span runs from the first ``next()`` to exhaustion; it is current only while the body runs."""
-    scope: SpanScope | None = None
+    scope: CallScope | None = None
     to_send: Any = None
     to_throw: BaseException | None = None
     while True:
@@ -181,9 +195,9 @@ def _traced_generator(gen: Generator[Any, Any, Any], start: Callable[[], SpanSco
             to_throw = exc
 
 
-async def _traced_async_generator(gen: AsyncGenerator[Any, Any], start: Callable[[], SpanScope | None],
-                                  finish: Callable[[SpanScope, Any], None]) -> AsyncGenerator[Any, Any]:
-    scope: SpanScope | None = None
+async def _traced_async_generator(gen: AsyncGenerator[Any, Any], start: Callable[[], CallScope | None],
+                                  finish: Callable[[Any, Any], None]) -> AsyncGenerator[Any, Any]:
+    scope: CallScope | None = None
     to_send: Any = None
     to_throw: BaseException | None = None
     while True:
