@@ -13,8 +13,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.metrics import MeterProvider as ApiMeterProvider
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    Counter,
+    ExemplarFilter,
+    Histogram,
+    MeterProvider,
+    ObservableGauge,
+    TraceBasedExemplarFilter,
+)
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -38,6 +47,23 @@ def views(settings: Settings) -> list[View]:
     return [View(instrument_name=spec.name, aggregation=ExponentialBucketHistogramAggregation(max_size=160,
                                                                                              max_scale=20))
             for spec in NATIVE_HISTOGRAMS]
+
+
+def exemplar_filter(settings: Settings) -> ExemplarFilter:
+    """``OTEL_METRICS_EXEMPLAR_FILTER`` as the settings resolved it (the SDK reads it case-sensitively itself)."""
+    if settings.exemplar_filter == "always_on":
+        return AlwaysOnExemplarFilter()
+    if settings.exemplar_filter == "always_off":
+        return AlwaysOffExemplarFilter()
+    return TraceBasedExemplarFilter()
+
+
+def temporality(settings: Settings) -> dict[type, AggregationTemporality]:
+    """``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` for our instruments: counters and histograms are delta
+    under ``delta`` and ``lowmemory``; observable gauges are cumulative under every preference."""
+    delta = settings.metrics_temporality in ("delta", "lowmemory")
+    chosen = AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
+    return {Counter: chosen, Histogram: chosen, ObservableGauge: AggregationTemporality.CUMULATIVE}
 
 
 class Pipeline:
@@ -91,7 +117,7 @@ class Pipeline:
 
     def _new_provider(self, resource: Resource, readers: list[MetricReader]) -> MeterProvider:
         provider = MeterProvider(metric_readers=readers, resource=resource, views=views(self.settings),
-                                 shutdown_on_exit=False)
+                                 exemplar_filter=exemplar_filter(self.settings), shutdown_on_exit=False)
         self.providers.append(provider)
         return provider
 
@@ -177,7 +203,7 @@ def otlp_metric_exporter(settings: Settings) -> Any:
     if sig.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
 
-        return Grpc(endpoint=sig.endpoint, headers=headers)
+        return Grpc(endpoint=sig.endpoint, headers=headers, preferred_temporality=temporality(settings))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
-    return Http(endpoint=sig.endpoint, headers=headers)
+    return Http(endpoint=sig.endpoint, headers=headers, preferred_temporality=temporality(settings))
