@@ -24,7 +24,7 @@ from opentelemetry.sdk.metrics import (
     TraceBasedExemplarFilter,
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from qt_telemetry import semconv
 from qt_telemetry._config import Settings
 from qt_telemetry._engine.exporter.convert import Converter
+from qt_telemetry._engine.exporter.sdk_exponential import NativeHistogramAggregation
 from qt_telemetry._engine.exporter.shipper import SpanShipper
 from qt_telemetry._engine.resource import base_resource
 from qt_telemetry._redaction import Redactor
@@ -44,9 +45,7 @@ NATIVE_HISTOGRAMS = (semconv.ORDER_LATENCY, semconv.STAGE_DURATION)
 def views(settings: Settings) -> list[View]:
     if not settings.native_histograms:
         return []
-    return [View(instrument_name=spec.name, aggregation=ExponentialBucketHistogramAggregation(max_size=160,
-                                                                                             max_scale=20))
-            for spec in NATIVE_HISTOGRAMS]
+    return [View(instrument_name=spec.name, aggregation=NativeHistogramAggregation()) for spec in NATIVE_HISTOGRAMS]
 
 
 def exemplar_filter(settings: Settings) -> ExemplarFilter:
