@@ -22,6 +22,7 @@ _MASK64: Final = (1 << 64) - 1
 _pack_d = struct.Struct("<d").pack
 _pack_q = struct.Struct("<Q").pack
 _pack_i = struct.Struct("<I").pack
+_pack_signed = struct.Struct("<q").pack
 
 # --- primitives -----------------------------------------------------------------------------------------
 
@@ -192,10 +193,14 @@ CUMULATIVE: Final = 2
 
 def exemplar(time_ns: int, value: float, trace_id: bytes | None, span_id: bytes | None) -> bytes:
     """An Exemplar message (its filtered attributes are always empty here: a measurement's attributes are its
-    point's)."""
-    out = (b"\x11" + _pack_q(time_ns) if time_ns else b"") + b"\x19" + _pack_d(value)
+    point's). An integer value is ``as_int``, as the SDK's encoder writes it."""
+    out = b"\x11" + _pack_q(time_ns) if time_ns else b""
+    if isinstance(value, float):
+        out += b"\x19" + _pack_d(value)
     if span_id is not None and trace_id is not None:
         out += b"\x22\x08" + span_id + b"\x2a\x10" + trace_id
+    if not isinstance(value, float):
+        out += b"\x31" + _pack_signed(value)
     return out
 
 
@@ -209,8 +214,13 @@ def _times(start_ns: int, time_ns: int) -> bytes:
 
 def number_point(attribute_fields: bytes, start_ns: int, time_ns: int, value: float,
                  exemplars: Iterable[bytes]) -> bytes:
-    """A NumberDataPoint message (``attribute_fields`` tagged 7: ``attributes(b"\\x3a", ...)``)."""
-    return _times(start_ns, time_ns) + b"\x21" + _pack_d(value) + _exemplars(b"\x2a", exemplars) + attribute_fields
+    """A NumberDataPoint message (``attribute_fields`` tagged 7: ``attributes(b"\\x3a", ...)``); an integer value
+    is ``as_int``."""
+    if isinstance(value, float):
+        return _times(start_ns, time_ns) + b"\x21" + _pack_d(value) + _exemplars(b"\x2a", exemplars) + \
+            attribute_fields
+    return _times(start_ns, time_ns) + _exemplars(b"\x2a", exemplars) + b"\x31" + _pack_signed(value) + \
+        attribute_fields
 
 
 def histogram_point(attribute_fields: bytes, start_ns: int, time_ns: int, count: int, total: float,

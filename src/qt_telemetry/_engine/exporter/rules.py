@@ -319,6 +319,11 @@ class LabelGuard:
         self._on_overflow(key)
         return semconv.OVERFLOW_VALUE
 
+    def known(self, key: str, text: str) -> bool:
+        """True once ``text`` is one of ``key``'s values: it is returned as is from then on, never counted."""
+        seen = self._seen.get(key)
+        return seen is not None and text in seen
+
 
 def label_text(raw: Any, text: Text) -> str:
     """A metric label value from an attribute value: cut to 64 characters, redacted, ``unknown`` when empty."""
