@@ -37,6 +37,10 @@ OTEL_EXPORTER_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTEL_EXPORTER_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
 OTEL_TRACES_EXPORTER: Final = "OTEL_TRACES_EXPORTER"
 OTEL_METRICS_EXPORTER: Final = "OTEL_METRICS_EXPORTER"
+#: Which measurements may become exemplars (``trace_based``, the default: only those made inside a sampled span).
+OTEL_METRICS_EXEMPLAR_FILTER: Final = "OTEL_METRICS_EXEMPLAR_FILTER"
+#: Counters and histograms as ``cumulative`` sums (the default, what Prometheus needs), or ``delta``/``lowmemory``.
+OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: Final = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
 QT_TELEMETRY_MODE: Final = "QT_TELEMETRY_MODE"
 QT_TELEMETRY_METRICS_PORT: Final = "QT_TELEMETRY_METRICS_PORT"
 
@@ -284,6 +288,10 @@ class Settings:
     secret_values: tuple[str, ...] = field(repr=False)
     batch: BatchSettings = field(default_factory=lambda: BatchSettings())
     runtime_metrics: bool = True
+    #: ``OTEL_METRICS_EXEMPLAR_FILTER``, lowercased (the SDK itself accepts lowercase only).
+    exemplar_filter: str = "trace_based"
+    #: ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``, lowercased.
+    metrics_temporality: str = "cumulative"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -341,7 +349,15 @@ def resolve(environ: Mapping[str, str] | None = None, **arguments: Any) -> Setti
         trace_keep_ratio=values["trace_keep_ratio"], native_histograms=values["native_histograms"],
         secret_keys=values["secret_keys"], secret_patterns=values["secret_patterns"],
         secret_values=values["secret_values"], batch=_batch_settings(env), runtime_metrics=values["runtime_metrics"],
+        exemplar_filter=_metrics_choice(env, OTEL_METRICS_EXEMPLAR_FILTER, "trace_based", "always_on", "always_off"),
+        metrics_temporality=_metrics_choice(env, OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, "cumulative",
+                                            "delta", "lowmemory"),
     )
+
+
+def _metrics_choice(env: Mapping[str, str], name: str, default: str, *others: str) -> str:
+    raw = env.get(name, "").strip()
+    return _choice(default, *others)(raw, name) if raw else default
 
 
 def _resolve_one(setting: Setting[Any], argument: object, env: Mapping[str, str]) -> tuple[Any, str]:
@@ -534,12 +550,6 @@ def _check_sdk_variables(env: Mapping[str, str]) -> None:
             if name and name not in known:
                 raise ConfigurationError(f"OTEL_PROPAGATORS: {show(name)} is not an installed propagator "
                                          f"(installed: {', '.join(sorted(known))})")
-    exemplars = env.get("OTEL_METRICS_EXEMPLAR_FILTER", "").strip()
-    if exemplars:
-        _choice("trace_based", "always_on", "always_off")(exemplars, "OTEL_METRICS_EXEMPLAR_FILTER")
-    temporality = env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").strip()
-    if temporality:
-        _choice("cumulative", "delta", "lowmemory")(temporality, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
 
 
 def _entry_points(group: str) -> set[str]:

@@ -8,10 +8,11 @@ the dashboards, alert rules and README table are checked against :data:`METRICS`
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from qt_telemetry._values import text
+from qt_telemetry._values import finite, text
 
 InstrumentKind = Literal["counter", "histogram", "gauge", "updowncounter"]
 
@@ -342,6 +343,27 @@ SPAN_METRICS: Final[dict[str, tuple[tuple[MetricSpec, float | str | Magnitude], 
     SPAN_RISK_CHECK: ((RISK_CHECK_LATENCY, "duration"), (RISK_CHECKS, 1)),
     SPAN_ORDER_EVENT: ((ORDER_EVENTS, 1), (SLIPPAGE, Magnitude(SLIPPAGE_BPS)), (FILL_LATENCY, FILL_LATENCY_S)),
 }
+
+
+def span_measurements(name: str, attributes: Mapping[str, Any],
+                      duration_ns: int) -> Iterator[tuple[MetricSpec, Any]]:
+    """The metrics one of our spans yields by :data:`SPAN_METRICS`, read from its attributes (the exporter's
+    converters, and the trading side's spill when it keeps the counts of spans it had to shed)."""
+    for spec, source in SPAN_METRICS.get(name, ()):
+        if source == "duration":
+            yield spec, duration_ns / 1e9
+        elif isinstance(source, str):
+            value = attributes.get(source)
+            if value is not None:
+                yield spec, value
+        elif isinstance(source, Magnitude):
+            magnitude = finite(attributes.get(source.key))
+            if magnitude is not None:
+                yield spec, abs(magnitude)
+        else:
+            yield spec, source
+
+
 #: Every metric qt-telemetry defines, by OTel name.
 METRICS: Final = {
     m.name: m

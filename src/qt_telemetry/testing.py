@@ -108,7 +108,7 @@ def capture_telemetry(**settings: Any) -> Iterator[Capture]:
     """
     from qt_telemetry import _config
     from qt_telemetry._engine.exporter.inprocess import SyncEngine
-    from qt_telemetry._engine.exporter.pipeline import Pipeline, views
+    from qt_telemetry._engine.exporter.pipeline import Pipeline, exemplar_filter, views
     from qt_telemetry._engine.recorder.engines import RecordingProcessor, error_counter
     from qt_telemetry._engine.recorder.sampling import HeadSampler
     from qt_telemetry._engine.recorder.state import STATE
@@ -116,7 +116,8 @@ def capture_telemetry(**settings: Any) -> Iterator[Capture]:
     reset_globals()
     cap = Capture()
     resolved = _config.resolve(environ={}, mode="none", **settings)
-    meter_provider = MeterProvider(metric_readers=[cap.reader], views=views(resolved), shutdown_on_exit=False)
+    meter_provider = MeterProvider(metric_readers=[cap.reader], views=views(resolved),
+                                   exemplar_filter=exemplar_filter(resolved), shutdown_on_exit=False)
 
     def sink(span: ReadableSpan) -> None:
         cap.exporter.export([span])

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -73,3 +74,54 @@ def test_users_extend_the_rules_with_words_patterns_and_exact_values() -> None:
                                   "monkey", "passed"])
 def test_ordinary_trading_names_are_not_mistaken_for_secrets(name: str) -> None:
     assert not Redactor().is_secret_key(name)
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("x" * 70 + "password=hunter22", "hunter22"),  # a name longer than 64 characters: its last 64 decide
+    ("--password=hunter22", "hunter22"),
+    ("9password=hunter22", "hunter22"),
+    ("note=fine reason=signature=deadbeef", "deadbeef"),
+    ("a.b.c.token : 'quoted value'", "quoted value"),
+    ("ok=1 " * 30 + "api_key=K-999", "K-999"),
+    ("kv " * 40 + "{'apiKey': 'K-123'}", "K-123"),
+])
+def test_pairs_are_found_wherever_the_name_starts(text: str, secret: str) -> None:
+    out = Redactor().text(text)
+    assert secret not in out and MARKER in out
+
+
+def test_ordinary_pairs_and_text_pass_unchanged() -> None:
+    text = "venue=binance symbol=BTCUSDT side: buy note='all fine' " * 8
+    assert Redactor().text(text) == text
+
+
+@pytest.mark.parametrize("unit", ["keya=", "key=a ", "abcdefgh", "a=", "k:", "a.", 'key="', "Basic ", "A1b2C3d4-"])
+def test_scrubbing_costs_time_linear_in_the_text(unit: str) -> None:
+    """One 512-character word cost 1.1-2.4 ms (the pair expression backtracked through 64 name characters at
+    every position): quadratic. 16 times the text must cost about 16 times the time, far from 256."""
+    def cost(text: str) -> float:
+        best = float("inf")
+        for _ in range(5):
+            redactor = Redactor()
+            start = time.perf_counter()
+            redactor.text(text)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    small, large = (unit * 2000)[:512], (unit * 20000)[:8192]
+    assert cost(large) < 64 * cost(small)
+
+
+def test_a_repeated_long_value_is_scrubbed_once() -> None:
+    redactor = Redactor()
+    scrubbed = []
+    scrub = redactor._scrub
+
+    def counting(text: str) -> str:
+        scrubbed.append(text)
+        return scrub(text)
+
+    redactor._scrub = counting  # type: ignore[method-assign]
+    value = "x" * 495 + " password=hunter2"  # as long as the trading side keeps (512 characters)
+    outs = {redactor.text(value) for _ in range(20_000)}
+    assert len(scrubbed) == 1 and len(outs) == 1 and "hunter2" not in outs.pop()

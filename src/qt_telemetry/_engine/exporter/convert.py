@@ -10,7 +10,6 @@ SDK pipeline, applied to those live spans (``sdk``) — the same code in every c
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,50 +29,20 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
-    TraceState,
 )
 
 from qt_telemetry import semconv
+from qt_telemetry._engine.exporter import rules
 from qt_telemetry._engine.transport import records as R
 from qt_telemetry._redaction import Redactor
-from qt_telemetry._values import current_number, finite
+from qt_telemetry._values import current_number
 from qt_telemetry._version import __version__
 
 SCOPE = InstrumentationScope("qt_telemetry", __version__)
 _log = logging.getLogger("qt_telemetry")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_RATIO_BITS = (1 << 56) - 1
 _NO_EXEMPLAR = Context()
-
-#: Span events that make a trace worth keeping whole.
-_KEEP_EVENTS = frozenset({semconv.EVENT_KILL_SWITCH, semconv.EVENT_BREAKER, semconv.EVENT_RISK_REJECTED})
-_KEEP_OUTCOMES = frozenset({semconv.OUTCOME_ERROR, semconv.OUTCOME_REJECTED})
-
-
-class LabelGuard:
-    """Keeps metric attributes low-cardinality: each key accepts a bounded number of distinct values.
-
-    The SDK has no cardinality limit, so an unbounded label (a symbol list from a feed gone wrong) would grow
-    memory forever. Past ``max_values`` the value becomes ``_other`` and the overflow is counted.
-    """
-
-    def __init__(self, max_values: int, on_overflow: Callable[[str], None]) -> None:
-        self.max_values = max_values
-        self._seen: dict[str, set[str]] = {}
-        self._on_overflow = on_overflow
-
-    def value(self, key: str, text: str) -> str:
-        seen = self._seen.get(key)
-        if seen is None:
-            seen = self._seen[key] = set()
-        if text in seen:
-            return text
-        if len(seen) < self.max_values:
-            seen.add(text)
-            return text
-        self._on_overflow(key)
-        return semconv.OVERFLOW_VALUE
 
 
 class Instruments:
@@ -121,7 +90,7 @@ class ProducerState:
         self.instance_id = instance_id
         self.resource = resource
         self.instruments = instruments
-        self.labels = LabelGuard(converter.settings_max_labels, self._label_overflow)
+        self.labels = rules.LabelGuard(converter.settings_max_labels, self._label_overflow)
         self.gauges: dict[str, dict[tuple[tuple[str, Any], ...], Any]] = {}
         self.last_seen = time.time()
         self.dropped: dict[str, int] = {}
@@ -131,26 +100,26 @@ class ProducerState:
     # --- metrics ----------------------------------------------------------------------------------------
     def measure(self, spec: semconv.MetricSpec, value: Any, attributes: Mapping[str, Any],
                 context: Context | None = _NO_EXEMPLAR) -> None:
-        number = finite(value)
-        if number is None:
-            self.error("bad_measurement")
-            return
-        if spec.unit == "s" and number < 0:
-            self.error("negative_duration")
-            number = 0.0
-        self.instruments.measure(spec, number, self.label_set(spec, attributes), context)
+        number, problem = rules.measurement(spec, value)
+        if problem is not None:
+            self.error(problem)
+        if number is not None:
+            self.instruments.measure(spec, number, self.label_set(spec, attributes), context)
+
+    def preaggregated(self, spec: semconv.MetricSpec, attributes: Mapping[str, Any], values: Sequence[Any]) -> None:
+        """What records the producer could not hand over contributed: one label set, no span (so no exemplar)."""
+        labels: dict[str, str] | None = None
+        for value in values:
+            number, problem = rules.measurement(spec, value)
+            if problem is not None:
+                self.error(problem)
+            if number is not None:
+                if labels is None:
+                    labels = self.label_set(spec, attributes)
+                self.instruments.measure(spec, number, labels, _NO_EXEMPLAR)
 
     def label_set(self, spec: semconv.MetricSpec, attributes: Mapping[str, Any]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for key in spec.attributes:
-            raw = attributes.get(key)
-            if raw is None:
-                if key in spec.optional:
-                    continue
-                out[key] = semconv.UNKNOWN_VALUE
-                continue
-            out[key] = self.labels.value(key, self.converter.label_text(raw))
-        return out
+        return rules.label_set(spec, attributes, self.labels, self.converter.text)
 
     def error(self, kind: str) -> None:
         self.instruments.measure(semconv.TELEMETRY_ERRORS, 1, {semconv.TELEMETRY_ERROR_KIND: kind}, _NO_EXEMPLAR)
@@ -176,7 +145,7 @@ class ProducerState:
 
     # --- gauges -----------------------------------------------------------------------------------------
     def set_gauge(self, name: str, attributes: Mapping[str, Any], value: Any) -> None:
-        key = tuple(sorted(attributes.items()))
+        key = rules.gauge_key(attributes)
         series = self.gauges.setdefault(name, {})
         if value is None:
             series.pop(key, None)
@@ -203,9 +172,9 @@ class Converter:
                  trace_keep_ratio: float, base_resource: Resource, meters: Callable[[Resource], MeterProvider],
                  spans: Callable[[ReadableSpan], None] | None, remote: bool) -> None:
         self.redactor = redactor
+        self.text = rules.redacted(redactor)
         self.settings_max_labels = max_label_values
-        self.slow_ns = int(slow_order_seconds * 1e9)
-        self.keep_bound = int(trace_keep_ratio * (1 << 56))
+        self.rules = rules.SpanRules(slow_order_seconds, trace_keep_ratio)
         self.base_resource = base_resource
         self._meters = meters
         #: Keyed by the provider itself, never ``id()``: a retired provider's id is reused by the next one.
@@ -249,31 +218,19 @@ class Converter:
                 if kind == R.SPAN:
                     self.span(producer, record)
                 elif kind == R.METRICS:
-                    attributes = record[2]
-                    for name, value in record[1]:
-                        producer.measure(semconv.METRICS[name], value, attributes)
+                    ops, attributes = rules.metrics_record(record)
+                    for spec, value in ops:
+                        producer.measure(spec, value, attributes)
                 elif kind == R.GAUGE:
+                    rules.check_gauge(record)
                     producer.set_gauge(record[1], record[2], record[3])
-                elif kind == R.PREAGG:
-                    self.preaggregate(producer, record)
                 elif kind == R.CONTROL:
                     self.control(producer, record[1], record[2])
+                elif kind == R.PREAGG:
+                    producer.preaggregated(*rules.preagg_record(record))
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the others
                 producer.error("record_failed")
                 _log.debug("qt-telemetry could not convert a record: %r", exc)
-
-    def preaggregate(self, producer: ProducerState, record: tuple[Any, ...]) -> None:
-        """What records the producer could not hand over contributed: a counter's sum, or a histogram's values
-        (little-endian float64), measured as if they had arrived, without exemplars."""
-        _, name, attributes, payload = record
-        spec = semconv.METRICS[name]
-        if isinstance(payload, bytes):
-            if len(payload) % 8 or len(payload) > 8 * 65536:
-                raise ValueError("a histogram pre-aggregate is whole float64 values, at most 65536")
-            for value in memoryview(payload).cast("d"):
-                producer.measure(spec, value, attributes)
-        else:
-            producer.measure(spec, payload, attributes)
 
     def control(self, producer: ProducerState, operation: str, payload: Any) -> None:
         if operation == R.OP_SECRETS:
@@ -283,35 +240,24 @@ class Converter:
 
     def span(self, producer: ProducerState, record: tuple[Any, ...], live: trace.Span | None = None) -> None:
         """Export one span record (or apply it to ``live``, the user's SDK span) and derive its metrics."""
-        name = _utf8(record[R.S_NAME])
+        rules.check_span(record)
+        name = rules.utf8(record[R.S_NAME])
         attributes = self.attributes(producer, record[R.S_ATTRS])
         sampled = record[R.S_SAMPLED]
-        trace_id, span_id = int.from_bytes(record[R.S_TRACE], "big"), int.from_bytes(record[R.S_SPAN], "big")
         is_ours = record[R.S_SCOPE] is None
-        duration = record[R.S_END] - record[R.S_START]
-        keep = is_ours and self._keep(name, attributes, record, trace_id, duration)
+        keep = is_ours and self.rules.keep(name, attributes.get(semconv.OUTCOME), record)
         if keep:
             attributes[semconv.SAMPLING_KEEP] = True
-        exemplar = _exemplar_context(trace_id, span_id, sampled and keep)
-        for spec, source in semconv.SPAN_METRICS.get(name, ()) if is_ours else ():
-            if source == "duration":
-                value: Any = duration / 1e9
-            elif isinstance(source, str):
-                value = attributes.get(source)
-                if value is None:
-                    continue
-            elif isinstance(source, semconv.Magnitude):
-                value = finite(attributes.get(source.key))
-                if value is None:
-                    continue
-                value = abs(value)
-            else:
-                value = source
-            producer.measure(spec, value, attributes, exemplar)
+        trace_id, span_id = int.from_bytes(record[R.S_TRACE], "big"), int.from_bytes(record[R.S_SPAN], "big")
+        if is_ours:
+            exemplar = _exemplar_context(trace_id, span_id, sampled and keep)
+            for spec, value in rules.span_measurements(name, attributes, record[R.S_END] - record[R.S_START]):
+                producer.measure(spec, value, attributes, exemplar)
         if not sampled:
             return
-        status = Status(StatusCode(record[R.S_STATUS]), self._text(record[R.S_MESSAGE]))
-        events = [Event(_utf8(str(event_name)), self.attributes(producer, event_attributes), timestamp)
+        code = record[R.S_STATUS]
+        status = Status(StatusCode(code), rules.status_message(code, record[R.S_MESSAGE], self.text))
+        events = [Event(rules.utf8(event_name), self.attributes(producer, event_attributes), timestamp)
                   for event_name, timestamp, event_attributes in record[R.S_EVENTS] or ()]
         if live is not None:
             live.set_attributes(attributes)
@@ -327,88 +273,43 @@ class Converter:
             producer.drop("spans", "queue_full", 1)
             return
         flags = _SAMPLED
-        state = TraceState.from_header([record[R.S_STATE]]) if record[R.S_STATE] else None
+        state = rules.trace_state(record[R.S_STATE]) if record[R.S_STATE] else None
         context = SpanContext(trace_id, span_id, False, flags, state)
         parent_id = record[R.S_PARENT]
         parent = SpanContext(trace_id, int.from_bytes(parent_id, "big"), record[R.S_REMOTE], flags, state) \
-            if parent_id else None
+            if parent_id is not None else None
         links = [Link(SpanContext(int.from_bytes(t, "big"), int.from_bytes(s, "big"), False, flags))
                  for t, s in record[R.S_LINKS] or ()]
         self._spans(ReadableSpan(
             name, context, parent, producer.resource, attributes, events, links, SpanKind(record[R.S_KIND]),
             status=status, start_time=record[R.S_START], end_time=record[R.S_END],
-            instrumentation_scope=self._scope(record[R.S_SCOPE])))
-
-    def _keep(self, name: str, attributes: Mapping[str, Any], record: tuple[Any, ...], trace_id: int,
-              duration: int) -> bool:
-        if (trace_id & _RATIO_BITS) < self.keep_bound:
-            return True
-        if record[R.S_STATUS] == StatusCode.ERROR.value or attributes.get(semconv.OUTCOME) in _KEEP_OUTCOMES:
-            return True
-        if name == semconv.SPAN_ORDER and duration > self.slow_ns:
-            return True
-        if name in (semconv.SPAN_KILL_SWITCH, semconv.SPAN_BREAKER):
-            return True
-        return any(event[0] in _KEEP_EVENTS for event in record[R.S_EVENTS] or ())
+            instrumentation_scope=self._scope(rules.scope_key(record[R.S_SCOPE]))))
 
     # --- values -----------------------------------------------------------------------------------------
     def attributes(self, producer: ProducerState, raw: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Record attributes as exported: secret-looking names refused, text scrubbed, values checked."""
+        """Record attributes as exported (:func:`rules.attribute_key`, :func:`rules.attribute_value`)."""
         out: dict[str, Any] = {}
         if not raw:
             return out
-        redactor = self.redactor
         for key, value in raw.items():
-            if not isinstance(key, str) or not key:
-                producer.error("bad_attribute")
+            name, problem = rules.attribute_key(self.redactor, key)
+            if name is None:
+                producer.error(problem or "bad_attribute")
                 continue
-            key = _utf8(key)
-            if redactor.is_secret_key(key):
-                producer.error("secret_attribute_dropped")
-                continue
-            if isinstance(value, str):
-                out[key] = _utf8(redactor.text(value))
-            elif isinstance(value, float):
-                if math.isfinite(value):
-                    out[key] = value
-                else:
-                    producer.error("bad_attribute")
-            elif isinstance(value, tuple | list):
-                out[key] = tuple(_utf8(redactor.text(v)) if isinstance(v, str) else v for v in value)
-            elif value is not None:
-                out[key] = value
+            clean, problem = rules.attribute_value(value, self.text)
+            if problem is not None:
+                producer.error(problem)
+            elif clean is not None:
+                out[name] = clean
         return out
 
-    def label_text(self, raw: Any) -> str:
-        if raw.__class__ is str:
-            text = raw
-        elif isinstance(raw, bool):
-            text = "true" if raw else "false"
-        else:
-            text = str(raw)
-        text = _utf8(self.redactor.text(text[:64])) if text else semconv.UNKNOWN_VALUE
-        return text or semconv.UNKNOWN_VALUE
-
-    def _text(self, value: Any) -> str | None:
-        return _utf8(self.redactor.text(value)) if isinstance(value, str) else None
-
-    def _scope(self, scope: Sequence[Any] | None) -> InstrumentationScope:
-        if scope is None:
+    def _scope(self, key: tuple[str, str | None, str | None] | None) -> InstrumentationScope:
+        if key is None:
             return SCOPE
-        key = tuple(scope)
         known = self._scopes.get(key)
         if known is None:
             known = self._scopes[key] = InstrumentationScope(*key)
         return known
-
-
-def _utf8(text: str) -> str:
-    """What protobuf can encode: a lone surrogate (from a bad decode upstream) becomes U+FFFD, not a lost batch."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
 
 
 def _exemplar_context(trace_id: int, span_id: int, keep: bool) -> Context:

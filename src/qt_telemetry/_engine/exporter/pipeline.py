@@ -13,9 +13,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.metrics import MeterProvider as ApiMeterProvider
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    Counter,
+    ExemplarFilter,
+    Histogram,
+    MeterProvider,
+    ObservableGauge,
+    TraceBasedExemplarFilter,
+)
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -23,6 +32,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from qt_telemetry import semconv
 from qt_telemetry._config import Settings
 from qt_telemetry._engine.exporter.convert import Converter
+from qt_telemetry._engine.exporter.sdk_exponential import NativeHistogramAggregation
 from qt_telemetry._engine.exporter.shipper import SpanShipper
 from qt_telemetry._engine.resource import base_resource
 from qt_telemetry._redaction import Redactor
@@ -35,9 +45,24 @@ NATIVE_HISTOGRAMS = (semconv.ORDER_LATENCY, semconv.STAGE_DURATION)
 def views(settings: Settings) -> list[View]:
     if not settings.native_histograms:
         return []
-    return [View(instrument_name=spec.name, aggregation=ExponentialBucketHistogramAggregation(max_size=160,
-                                                                                             max_scale=20))
-            for spec in NATIVE_HISTOGRAMS]
+    return [View(instrument_name=spec.name, aggregation=NativeHistogramAggregation()) for spec in NATIVE_HISTOGRAMS]
+
+
+def exemplar_filter(settings: Settings) -> ExemplarFilter:
+    """``OTEL_METRICS_EXEMPLAR_FILTER`` as the settings resolved it (the SDK reads it case-sensitively itself)."""
+    if settings.exemplar_filter == "always_on":
+        return AlwaysOnExemplarFilter()
+    if settings.exemplar_filter == "always_off":
+        return AlwaysOffExemplarFilter()
+    return TraceBasedExemplarFilter()
+
+
+def temporality(settings: Settings) -> dict[type, AggregationTemporality]:
+    """``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` for our instruments: counters and histograms are delta
+    under ``delta`` and ``lowmemory``; observable gauges are cumulative under every preference."""
+    delta = settings.metrics_temporality in ("delta", "lowmemory")
+    chosen = AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
+    return {Counter: chosen, Histogram: chosen, ObservableGauge: AggregationTemporality.CUMULATIVE}
 
 
 class Pipeline:
@@ -96,7 +121,7 @@ class Pipeline:
 
     def _new_provider(self, resource: Resource, readers: list[MetricReader]) -> MeterProvider:
         provider = MeterProvider(metric_readers=readers, resource=resource, views=views(self.settings),
-                                 shutdown_on_exit=False)
+                                 exemplar_filter=exemplar_filter(self.settings), shutdown_on_exit=False)
         self.providers.append(provider)
         return provider
 
@@ -194,7 +219,7 @@ def otlp_metric_exporter(settings: Settings) -> Any:
     if sig.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
 
-        return Grpc(endpoint=sig.endpoint, headers=headers)
+        return Grpc(endpoint=sig.endpoint, headers=headers, preferred_temporality=temporality(settings))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
-    return Http(endpoint=sig.endpoint, headers=headers)
+    return Http(endpoint=sig.endpoint, headers=headers, preferred_temporality=temporality(settings))

@@ -30,7 +30,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from qt_telemetry._config import SignalExport, Settings
+from qt_telemetry._config import Settings, SignalExport
 
 _log = logging.getLogger("qt_telemetry")
 _RETRYABLE = frozenset({429, 502, 503, 504})

@@ -67,15 +67,7 @@ class Spill:
             return True
         attributes = record[R.S_ATTRS] or {}
         kept = True
-        for spec, source in semconv.SPAN_METRICS.get(record[R.S_NAME], ()):
-            if source == "duration":
-                value: Any = (record[R.S_END] - record[R.S_START]) / 1e9
-            elif isinstance(source, str):
-                value = attributes.get(source)
-                if value is None:
-                    continue
-            else:
-                value = source
+        for spec, value in semconv.span_measurements(record[R.S_NAME], attributes, record[R.S_END] - record[R.S_START]):
             kept = self._measure(spec.name, value, attributes) and kept
         return kept
 
