@@ -164,7 +164,8 @@ class LeanPath:
             self.converter.retire(producer)
 
     def take(self, max_spans: int) -> tuple[bytes, int] | None:
-        return self.converter.take_spans(max_spans)
+        taken = self.converter.take_spans(max_spans)
+        return None if taken is None else (taken[0], sum(taken[1].values()))
 
     def span_drop(self, counts: Mapping[LeanProducer, int], reason: str) -> None:
         self.converter.span_drop(counts, reason)
@@ -364,7 +365,7 @@ preagg_records = st.one_of(
     st.just((R.PREAGG, semconv.TRADES.name, {}, b"\x00")))
 control_records = st.one_of(
     st.builds(lambda v: (R.CONTROL, R.OP_SECRETS, tuple(v)), st.lists(st.sampled_from([SECRET_VALUE, "binance"]))),
-    st.builds(lambda n: (R.CONTROL, R.OP_DROPPED, {"socket_full": n}), st.integers(0, 50)),
+    st.builds(lambda n: (R.CONTROL, R.OP_GOODBYE, None), st.integers(0, 50)),
     st.just((R.CONTROL, R.OP_GOODBYE, None)))
 orders = st.builds(
     lambda i, outcome, latency, venue: _order(i, outcome, latency, venue), st.integers(0, 10**6),

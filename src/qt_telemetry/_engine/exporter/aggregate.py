@@ -175,6 +175,42 @@ class Aggregates:
                 yield MetricData(spec, kind, self.delta, points)
 
 
+class ObservedSums:
+    """Observable counters and up-down counters (runtime metrics read from a producer's gauge board): the last
+    value observed per label set is the sum; a counter under delta temporality reports what it grew since the
+    last collection (the SDK's asynchronous sum aggregation)."""
+
+    def __init__(self, *, delta: bool) -> None:
+        self.delta = delta
+        self._start: dict[tuple[str, Labels], int] = {}
+        self._last: dict[tuple[str, Labels], float] = {}
+
+    def points(self, spec: semconv.MetricSpec, observations: Sequence[tuple[Labels, float]], now_ns: int,
+               exemplars: bool) -> MetricData | None:
+        if not observations:
+            return None
+        monotonic = spec.kind == "counter"
+        delta = self.delta and monotonic
+        last: dict[Labels, tuple[float, SampledReservoir | None]] = {}
+        for labels, value in observations:
+            reservoir = last[labels][1] if labels in last else (SampledReservoir(1) if exemplars else None)
+            if reservoir is not None:
+                reservoir.offer(Exemplar(value, now_ns, None, None))
+            last[labels] = (value, reservoir)
+        points: list[tuple[Labels, Point]] = []
+        for labels, (value, reservoir) in last.items():
+            key = (spec.name, labels)
+            start = self._start.setdefault(key, now_ns)
+            reported = value
+            if delta:
+                reported = value - self._last.get(key, 0.0)
+                self._start[key] = now_ns
+            self._last[key] = value
+            points.append((labels, NumberPoint(start, now_ns, reported,
+                                               reservoir.collect() if reservoir is not None else [])))
+        return MetricData(spec, "sum" if monotonic else "updown", delta, points)
+
+
 def gauge_points(spec: semconv.MetricSpec, observations: Sequence[tuple[Labels, float]], now_ns: int,
                  exemplars: bool) -> MetricData | None:
     """One collection of an observable gauge: the last value observed per label set (the SDK's last-value

@@ -44,7 +44,14 @@ from prometheus_client.registry import Collector
 from qt_telemetry import semconv
 from qt_telemetry._config import Settings
 from qt_telemetry._engine.exporter import otlp, rules
-from qt_telemetry._engine.exporter.aggregate import Aggregates, Labels, MetricData, Number, gauge_points
+from qt_telemetry._engine.exporter.aggregate import (
+    Aggregates,
+    Labels,
+    MetricData,
+    Number,
+    ObservedSums,
+    gauge_points,
+)
 from qt_telemetry._engine.exporter.exemplars import ALWAYS_ON, TRACE_BASED, Exemplar
 from qt_telemetry._engine.transport import records as R
 from qt_telemetry._redaction import Redactor
@@ -58,6 +65,8 @@ _SCOPE: Final = otlp.scope(SCOPE_NAME, __version__)
 _OUR_SCOPE: Final = ((SCOPE_NAME, __version__, ""), _SCOPE, "")
 _NATIVE: Final = frozenset({semconv.ORDER_LATENCY.name, semconv.STAGE_DURATION.name})
 _GAUGES: Final = tuple(spec for spec in semconv.METRICS.values() if spec.kind == "gauge")
+#: Observable counters and up-down counters (runtime metrics): read from the producer's board like gauges.
+_OBSERVED: Final = tuple(spec for spec in semconv.METRICS.values() if spec.observed and spec.kind != "gauge")
 #: Encoded attribute values cached per key (a key past it starts over: high-cardinality ids churn, venues stay)
 #: and in total; strings longer than the trading side keeps are encoded each time (linear scrubbing, and once per
 #: object within a batch).
@@ -67,7 +76,7 @@ _MAX_QUEUE_BYTES: Final = 64 << 20
 _SMALL_CACHE: Final = 4096
 _KEEP_FIELD: Final = otlp.field(b"\x4a", otlp.key_value(semconv.SAMPLING_KEEP, True))
 _KEEP_CLEAN: Final = (_KEEP_FIELD, otlp.key_value(semconv.SAMPLING_KEEP, True), True)
-_POINT_TAGS: Final = {"sum": b"\x3a", "gauge": b"\x3a", "histogram": b"\x4a", "exponential": b"\x0a"}
+_POINT_TAGS: Final = {"sum": b"\x3a", "updown": b"\x3a", "gauge": b"\x3a", "histogram": b"\x4a", "exponential": b"\x0a"}
 
 _Entry = tuple[bytes, bytes, Any]  # (Span.attributes field, KeyValue, exported value)
 _Scope = tuple[tuple[str, str | None, str], bytes, str]  # (grouping key, InstrumentationScope, schema_url)
@@ -92,6 +101,7 @@ class LeanProducer:
         self.gauges: dict[str, dict[tuple[tuple[str, Any], ...], Any]] = {}
         self.dropped: dict[str, int] = {}
         self.metrics = Aggregates(delta=converter.delta, native=converter.native)
+        self.observed = ObservedSums(delta=converter.settings.metrics_temporality == "delta")
         #: The time of the batch or collection in progress (a count made during a collection belongs to it).
         self.now_ns: int | None = None
 
@@ -190,9 +200,10 @@ class LeanProducer:
         self.now_ns = now_ns
         try:
             gauges = [gauge_points(spec, self.observe(spec), now_ns, exemplars) for spec in _GAUGES]
+            observed = [self.observed.points(spec, self.observe(spec), now_ns, exemplars) for spec in _OBSERVED]
         finally:
             self.now_ns = None
-        return [*self.metrics.collect(now_ns), *(g for g in gauges if g is not None)]
+        return [*self.metrics.collect(now_ns), *(g for g in (*gauges, *observed) if g is not None)]
 
 
 class LeanConverter:
@@ -520,7 +531,7 @@ def _metric(data: MetricData) -> bytes:
 
 def _point(kind: str, attributes: bytes, point: Any, bounds: Sequence[float]) -> bytes:
     exemplars = [otlp.exemplar(e.time_ns, e.value, e.trace_id, e.span_id) for e in point.exemplars]
-    if kind in ("sum", "gauge"):
+    if kind in ("sum", "updown", "gauge"):
         return otlp.number_point(attributes, point.start_ns, point.time_ns, point.value, exemplars)
     if kind == "histogram":
         return otlp.histogram_point(attributes, point.start_ns, point.time_ns, point.samples, point.total,

@@ -255,12 +255,15 @@ def exponential_point(attribute_fields: bytes, start_ns: int, time_ns: int, coun
 
 
 def metric(name: str, description: str, unit: str, kind: str, points: Sequence[bytes], temporality: int) -> bytes:
-    """A ScopeMetrics.metrics field. ``kind``: gauge, sum (monotonic), histogram or exponential."""
+    """A ScopeMetrics.metrics field. ``kind``: gauge, sum (monotonic), updown (a sum that may fall), histogram or
+    exponential."""
     data = b"".join(field(b"\x0a", p) for p in points)
     if kind == "gauge":
         body = field(b"\x2a", data)
     elif kind == "sum":
         body = field(b"\x3a", data + b"\x10" + _SMALL[temporality] + b"\x18\x01")
+    elif kind == "updown":
+        body = field(b"\x3a", data + b"\x10" + _SMALL[temporality])
     elif kind == "histogram":
         body = field(b"\x4a", data + b"\x10" + _SMALL[temporality])
     else:

@@ -271,16 +271,16 @@ def preagg_record(record: Sequence[Any]) -> tuple[semconv.MetricSpec, dict[str, 
 
 
 def check_gauge(record: Sequence[Any]) -> None:
-    """A GAUGE record names one of our gauges and carries attributes."""
+    """A GAUGE record names one of our gauges (or an observed counter: a runtime metric) and carries attributes."""
     spec = semconv.METRICS.get(record[1]) if isinstance(record[1], str) else None
-    if spec is None or spec.kind != "gauge" or not isinstance(record[2], dict):
+    if spec is None or not (spec.kind == "gauge" or spec.observed) or not isinstance(record[2], dict):
         raise RecordError("GAUGE record")
 
 
 def _measured(name: Any) -> semconv.MetricSpec:
     spec = semconv.METRICS.get(name) if isinstance(name, str) else None
-    if spec is None or spec.kind not in ("counter", "histogram"):
-        raise RecordError(f"not a counter or histogram: {name!r}")
+    if spec is None or spec.kind not in ("counter", "histogram") or spec.observed:
+        raise RecordError(f"not a counter or histogram that is measured: {name!r}")
     return spec
 
 
