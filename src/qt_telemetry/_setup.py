@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -261,7 +262,8 @@ def _channel(settings: Settings, listen: socket.socket | None, cannot: list[str]
         directory: str | None = None
         try:
             directory = family.create(os.getpid())
-            return ProcessChannel(directory, os.getpid(), settings=settings, metrics_socket=listen, start=True)
+            return ProcessChannel(directory, os.getpid(), secrets.token_bytes(16), settings=settings,
+                                  metrics_socket=listen, start=True)
         except OSError as exc:  # no helper process possible here (a pids limit, a frozen app, a sandbox)
             cannot.append(f"cannot start the exporter process ({exc.strerror or exc!r})")
             if directory is not None:
@@ -474,7 +476,7 @@ def _offer_to_spawned_children(channel: ProcessChannel, engine: Engine) -> None:
     settings = channel.settings
     assert settings is not None
     os.environ[INHERIT_VARIABLE] = json.dumps({
-        "family": channel.family, "root": channel.root_pid,
+        "family": channel.family, "root": channel.root_pid, "key": channel.key.hex(),
         "instance": getattr(outbox, "root_instance_id", None),
         "recorder": {"metric_export_interval": settings.metric_export_interval_s, "gc_freeze": settings.gc_freeze,
                      "log_correlation": settings.log_correlation}})
@@ -493,7 +495,8 @@ def join_parent() -> Engine | None:
         try:
             inherited = json.loads(raw)
             settings = _config.resolve(mode="otlp", engine="process", **inherited["recorder"])
-            channel = ProcessChannel(str(inherited["family"]), int(inherited["root"]), settings=None)
+            channel = ProcessChannel(str(inherited["family"]), int(inherited["root"]), bytes.fromhex(inherited["key"]),
+                                     settings=None)
             installed = _install_records(settings, channel, instance=inherited.get("instance"))
         except Exception as exc:  # noqa: BLE001 - telemetry must never break the child
             _log.warning("qt-telemetry: could not join the parent's exporter: %r", exc)

@@ -173,7 +173,8 @@ def test_live_limit_order_filled_later_is_found_by_freqtrades_fetch_order_and_fi
     venue.fill(order.attributes[semconv.ORDER_ID])
     ft.strategy.deny_exits = True  # only the fill in this loop
     ft.process()
-    query = cap.span(semconv.SPAN_ORDER_QUERY)  # freqtrade's fetch_order, through ccxt
+    (query,) = [s for s in cap.spans(semconv.SPAN_ORDER_QUERY)  # freqtrade's fetch_order, through ccxt (its
+                if s.attributes[semconv.CODE_FUNCTION] == "fetch_order"]  # fetch_open_orders is a query too)
     assert query.attributes[semconv.ORDER_STATUS] == "closed"
     fills = [s for s in cap.spans(semconv.SPAN_ORDER_EVENT) if s.attributes[semconv.ORDER_EVENT] == "fill"]
     assert [f.parent.span_id for f in fills] == [order.context.span_id]  # ccxt's reply; order_filled adds none

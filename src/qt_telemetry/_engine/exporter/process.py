@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -50,11 +51,13 @@ _RECV_BUFFER = wire.MAX_MESSAGE + 1
 class Connection:
     """One producing process's connection and what the loop knows of it."""
 
-    __slots__ = ("sock", "pid", "producer", "converted", "exported", "snapshot", "flushes", "closed")
+    __slots__ = ("sock", "pid", "producer", "converted", "exported", "snapshot", "flushes", "closed", "vouched")
 
-    def __init__(self, sock: socket.socket, pid: int) -> None:
+    def __init__(self, sock: socket.socket, pid: int, vouched: bool) -> None:
         self.sock = sock
         self.pid = pid
+        #: The kernel's view was enough (a live descendant of the root); else its first record must be the key.
+        self.vouched = vouched
         self.producer: Any = None
         self.converted = 0  # records converted
         self.exported = 0  # ... whose metrics a successful export carried
@@ -65,12 +68,13 @@ class Connection:
 
 class Exporter:
     def __init__(self, settings: Settings, listener: socket.socket, *, root_pid: int, family_dir: str,
-                 generation: int, metrics_socket: socket.socket | None = None) -> None:
+                 generation: int, key: bytes, metrics_socket: socket.socket | None = None) -> None:
         self.settings = settings
         self.listener = listener
         self.root_pid = root_pid
         self.family_dir = family_dir
         self.generation = generation
+        self.key = key
         self.metrics_socket = metrics_socket
         self.encoder = wire.Encoder()
         self.sink = make_sink(settings)
@@ -166,22 +170,27 @@ class Exporter:
             except OSError:
                 sock.close()
                 continue
-            if uid != self.uid or not self._member(pid) or len(self.connections) >= MAX_CONNECTIONS or sum(
+            member = self._member(pid)  # None: the process is already gone, its first record must vouch for it
+            if uid != self.uid or member is False or len(self.connections) >= MAX_CONNECTIONS or sum(
                     1 for c in self.connections.values() if c.pid == pid) >= MAX_PER_PID:
                 self.refused += 1
                 sock.close()
                 continue
             sock.setblocking(False)
-            conn = Connection(sock, pid)
+            conn = Connection(sock, pid, vouched=member is True)
             self.connections[sock.fileno()] = conn
             self.poller.register(sock.fileno(), select.POLLIN)
             self._ever_connected = True
             self._lost_all_at = None
             self._reply(conn, wire.WELCOME, os.getpid(), self.generation)
 
-    def _member(self, pid: int) -> bool:
+    def _member(self, pid: int) -> bool | None:
+        """True: the root or a live descendant of it; False: a live process that is not; None: gone already (a
+        short-lived worker the loop reached after its exit; ``/proc`` can no longer say whose it was)."""
         known = self.members.get(pid)
         if known is None:
+            if family.state_of(pid) in (None, "X"):
+                return None
             known = family.descends_from(pid, self.root_pid)
             if len(self.members) > 4096:
                 self.members.clear()
@@ -248,6 +257,14 @@ class Exporter:
             producer.error("peer_refused")
 
     def _accept_batch(self, conn: Connection, header: wire.Header, records: wire.Records) -> None:
+        if records and records[0][0] == R.CONTROL and len(records[0]) == 3 and records[0][1] == R.OP_HELLO:
+            if not conn.vouched and hmac.compare_digest(bytes(records[0][2] or b""), self.key):
+                conn.vouched = True
+            records = records[1:]
+        if not conn.vouched:
+            self.refused += 1  # a peer gone before we could look, that does not know the family's key
+            self._close(conn)
+            return
         _, pid, instance, drops, _ = header
         producer = conn.producer
         if producer is None or producer.instance_id != instance:
@@ -477,7 +494,8 @@ def main(argv: list[str]) -> int:
     listener.setblocking(False)
     metrics_socket = socket.socket(fileno=rest[0]) if rest else None
     exporter = Exporter(settings, listener, root_pid=int(config["root_pid"]), family_dir=str(config["family"]),
-                        generation=int(config["generation"]), metrics_socket=metrics_socket)
+                        generation=int(config["generation"]), key=bytes.fromhex(config["key"]),
+                        metrics_socket=metrics_socket)
 
     def stop(_signum: int, _frame: Any) -> None:  # SIGTERM: export what we hold, briefly, and go
         raise SystemExit(0)

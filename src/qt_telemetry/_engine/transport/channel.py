@@ -31,6 +31,7 @@ from typing import Any, Final, Literal
 
 from qt_telemetry._config import Settings
 from qt_telemetry._engine.transport import family, wire
+from qt_telemetry._engine.transport import records as R
 
 _log = logging.getLogger("qt_telemetry")
 #: A connection's send buffer: room for this many records of a typical ~2 KiB (OTEL_BSP_MAX_QUEUE_SIZE by default).
@@ -51,11 +52,14 @@ class ProcessChannel:
 
     encoded = True
 
-    def __init__(self, family_dir: str, root_pid: int, *, settings: Settings | None,
+    def __init__(self, family_dir: str, root_pid: int, key: bytes, *, settings: Settings | None,
                  metrics_socket: socket.socket | None = None, start: bool = False) -> None:
         self.settings = settings  # None in a "spawn" child: it joins, it never starts an exporter
         self.family = family_dir
         self.root_pid = root_pid
+        #: The family's key (made by the root, inherited in memory): what vouches for a process the exporter
+        #: reaches only after it has exited, when ``/proc`` can no longer tell whose it was.
+        self.key = key
         self.address = os.path.join(family_dir, family.SOCKET_NAME)
         self._metrics_socket = metrics_socket
         self._sock: socket.socket | None = None
@@ -214,6 +218,13 @@ class ProcessChannel:
             sock.close()
             self._dead = True
             return
+        try:  # the connection's first message: the family key (a buffer this new is never full)
+            sock.send(self._encoder.batch((wire.VERSION, os.getpid(), "hello", {}, 0),
+                                          [(R.CONTROL, R.OP_HELLO, self.key)]))
+        except OSError:
+            sock.close()
+            self._dead = True
+            return
         self._sock = sock
         self._dead = False
 
@@ -299,7 +310,7 @@ class ProcessChannel:
                                     pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
                                     start_new_session=True)
             config = {"settings": json.loads(self.settings.to_json()), "root_pid": self.root_pid,
-                      "family": self.family, "generation": generation + 1}
+                      "family": self.family, "generation": generation + 1, "key": self.key.hex()}
             os.write(config_w, json.dumps(config).encode())
         finally:
             os.close(config_w)

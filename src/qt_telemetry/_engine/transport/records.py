@@ -36,6 +36,7 @@ S_STATUS, S_MESSAGE, S_ATTRS, S_EVENTS, S_LINKS, S_STATE, S_SCOPE = 10, 11, 12, 
 OP_SECRETS: Final = "secrets"  # payload: tuple of exact values to redact
 OP_GOODBYE: Final = "goodbye"  # the producer is exiting: export its last state and forget it
 OP_FLUSH: Final = "flush"  # payload: (request id, seconds); the exporter answers FLUSHED on the connection
+OP_HELLO: Final = "hello"  # payload: the family key; a connection's first record
 
 
 def drop_key(key: str) -> tuple[str, str]:
