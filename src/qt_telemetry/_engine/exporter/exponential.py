@@ -1,7 +1,7 @@
 """Base-2 exponential histograms (Prometheus native histograms) with the OTel SDK 1.45's scaling, without its objects.
 
 What a series reports is what the SDK's ``_ExponentialBucketHistogramAggregation`` reports (checked point by point
-by ``tests/unit/test_lean_differential.py`` against the SDK with :mod:`.sdk_exponential`'s two fixes):
+by ``tests/unit/test_lean_differential.py`` against the SDK with :mod:`.sdk_fixes`'s two fixes):
 
 - Each collection interval starts at the scale the previous one ended at (``max_scale`` at first) and lowers it
   whenever a value would not fit ``max_size`` buckets; each bucket index is computed at the scale current when its
