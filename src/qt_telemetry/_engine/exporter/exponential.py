@@ -182,19 +182,24 @@ class ExponentialSeries:
         assert buckets is not None and self._neg is not None
         magnitude = abs(value)
         index = bucket_index(magnitude, self.scale)
-        if buckets.empty():
-            buckets.start = buckets.end = index
+        start, end = buckets.start, buckets.end
+        if start <= index <= end and (start != end or buckets.counts.get(start)):  # the common case: in range
+            counts = buckets.counts
+            counts[index] = counts.get(index, 0) + 1
         else:
-            low, high = min(index, buckets.start), max(index, buckets.end)
-            if high - low >= self.max_size:
-                change = scale_change(low, high, self.max_size)
-                self._pos.downscale(change)
-                self._neg.downscale(change)
-                self.scale -= change
-                index = bucket_index(magnitude, self.scale)
+            if buckets.empty():
+                buckets.start = buckets.end = index
+            else:
+                low, high = min(index, start), max(index, end)
+                if high - low >= self.max_size:
+                    change = scale_change(low, high, self.max_size)
+                    self._pos.downscale(change)
+                    self._neg.downscale(change)
+                    self.scale -= change
+                    index = bucket_index(magnitude, self.scale)
+            buckets.make_room(index, self.max_size)
+            buckets.add(index)
         self._scale = self.scale
-        buckets.make_room(index, self.max_size)
-        buckets.add(index)
         if exemplar is not None:
             self.reservoir.offer(exemplar)
 
