@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -208,14 +207,19 @@ def cpu_us(run: Callable[..., None], records: list[tuple[Any, ...]], s: _config.
 
 
 def rss_child(path: str, orders: int) -> None:
-    """Peak RSS of a fresh interpreter running one path over ``orders`` orders made as they are consumed."""
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """RSS of a fresh interpreter running one path over ``orders`` orders made as they are consumed (VmHWM: the
+    high-water mark of this process's own memory; ``ru_maxrss`` would include the parent's size at the fork)."""
+    start = _memory()
     run = run_lean if path == "lean" else run_sdk
     run(batches(order(i) for i in range(orders)), settings(), collect_every=10_000 // 16)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    pages = int(Path("/proc/self/statm").read_text().split()[1]) if Path("/proc/self/statm").exists() else 0
-    now = pages * resource.getpagesize() / 2**20
-    print(json.dumps({"peak_mib": peak / 1024, "start_mib": base / 1024, "now_mib": now}))
+    end = _memory()
+    print(json.dumps({"start": start, "end": end}))
+
+
+def _memory() -> dict[str, float]:
+    """VmHWM and VmRSS in MiB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmHWM", "VmRSS")}
 
 
 def native_table(values: int, repeat: int) -> list[tuple[str, float, float]]:
@@ -284,8 +288,9 @@ def main() -> int:
         out = subprocess.run([sys.executable, __file__, "--rss-child", path, "--rss-orders", str(args.rss_orders)],
                              capture_output=True, text=True, check=True).stdout
         result = json.loads(out.strip().splitlines()[-1])
-        print(f"{path + ' path':12} peak {result['peak_mib']:6.1f} MiB, at the end {result['now_mib']:6.1f} MiB "
-              f"(after imports {result['start_mib']:5.1f} MiB)")
+        start, end = result["start"], result["end"]
+        print(f"{path + ' path':12} peak {end['VmHWM']:6.1f} MiB, at the end {end['VmRSS']:6.1f} MiB "
+              f"(after imports {start['VmRSS']:5.1f} MiB: the path's own {end['VmHWM'] - start['VmRSS']:5.1f} MiB)")
     return 0
 
 
