@@ -418,10 +418,11 @@ class LeanConverter:
     def _encode_text(self, known: _Key, value: str) -> _Entry:
         """A string attribute (:func:`rules.attribute_value` of a string: its text as exported), remembered unless
         its key has proved to hold ids (a new value each time)."""
-        clean = self.text(value)
+        ids = known[0] in self._ids
+        clean = rules.utf8(self.redactor.scrub(value)) if ids and len(value) <= MAX_STRING else self.text(value)
         kv = known[2] + otlp.field(b"\x12", otlp.field(b"\x0a", clean.encode("utf-8")))
         entry = (otlp.field(b"\x4a", kv), kv, clean)
-        if len(value) <= MAX_STRING and known[0] not in self._ids:
+        if len(value) <= MAX_STRING and not ids:
             self._remember(known, value, entry)
         return entry
 
