@@ -278,7 +278,8 @@ def main() -> int:
     print(f"{'histograms':20} {'path':24} {'order µs':>9} {'vs SDK':>7} {'trade µs':>9} {'vs SDK':>7}")
     for label, name, order_us, trade_us in rows:
         sdk = next(r for r in rows if r[0] == label and r[1] == "SDK path")
-        print(f"{label:20} {name:24} {order_us:9.1f} {order_us / sdk[2]:6.2f}x {trade_us:9.1f} {trade_us / sdk[3]:6.2f}x")
+        print(f"{label:20} {name:24} {order_us:9.1f} {order_us / sdk[2]:6.2f}x {trade_us:9.1f} "
+              f"{trade_us / sdk[3]:6.2f}x")
     print("\nnative histogram aggregation, one order-latency series (97 % around 15 ms, 3 % around 200 ms)")
     print(f"{'aggregation':28} {'µs/measurement':>15} {'µs/collection':>14}")
     for name, per_value, per_collection in native_table(args.native_values, args.repeat):

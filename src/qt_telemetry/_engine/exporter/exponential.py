@@ -45,7 +45,8 @@ class ExponentialPoint(NamedTuple):
 
 
 def bucket_index(value: float, scale: int) -> int:
-    """The index of the bucket holding ``value`` (> 0, finite) at ``scale``: (base**i, base**(i+1)], base 2**2**-scale."""
+    """The index of the bucket holding ``value`` (> 0, finite) at ``scale``: (base**i, base**(i+1)], where base is
+    2**2**-scale."""
     mantissa, exponent = math.frexp(value)  # value = mantissa * 2**exponent, 0.5 <= mantissa < 1
     if scale > 0:
         if value <= _MIN_NORMAL:

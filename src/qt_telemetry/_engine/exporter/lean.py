@@ -23,10 +23,11 @@ The surface the exporter process loop calls::
     converter.collect_metrics(time.time_ns())         # -> ExportMetricsServiceRequest bytes | None
     converter.prometheus_collector()                  # local mode's /metrics (switches to cumulative)
 
-Every method is thread-safe (one lock). Spans wait in a bounded queue (``settings.batch.max_queue_size`` spans,
-and at most 64 MiB): beyond it they are dropped and counted (``qt.telemetry.dropped{signal=spans,
-reason=queue_full}``), before being encoded. A pid that comes back with another ``service.instance.id`` (a new
-process) retires the old producer.
+Every method, and a producer's ``drop``/``producer_drops``, holds ``converter.lock`` (reentrant). Spans wait in
+a bounded queue (``settings.batch.max_queue_size`` spans, and at most 64 MiB): beyond it they are dropped and
+counted (``qt.telemetry.dropped{signal=spans, reason=queue_full}``) before being encoded. A pid that comes back
+with another ``service.instance.id`` (a new process) retires the old producer; a retired producer whose spans
+fail delivery after its last collection reports once more.
 """
 
 from __future__ import annotations
@@ -174,19 +175,21 @@ class LeanProducer:
     def drop(self, signal: str, reason: str, count: int) -> None:
         """``count`` items of ``signal`` lost for ``reason``: ``qt.telemetry.dropped``."""
         if count > 0:
-            now = self.now_ns or time.time_ns()
-            labels = ((semconv.TELEMETRY_SIGNAL, signal), (semconv.TELEMETRY_REASON, reason))
-            self.metrics.record(semconv.TELEMETRY_DROPPED, count, labels, self.converter.exemplar(count, None, now),
-                                now)
+            with self.converter.lock:
+                now = self.now_ns or time.time_ns()
+                labels = ((semconv.TELEMETRY_SIGNAL, signal), (semconv.TELEMETRY_REASON, reason))
+                self.metrics.record(semconv.TELEMETRY_DROPPED, count, labels,
+                                    self.converter.exemplar(count, None, now), now)
 
     def producer_drops(self, totals: Mapping[str, int]) -> None:
         """The trading process reports cumulative drops by reason; count what is new."""
-        for reason, total in totals.items():
-            key = ("records", reason)
-            new = total - self.dropped.get(key, 0)
-            if new > 0:
-                self.dropped[key] = total
-                self.drop("records", reason, new)
+        with self.converter.lock:
+            for reason, total in totals.items():
+                key = ("records", reason)
+                new = total - self.dropped.get(key, 0)
+                if new > 0:
+                    self.dropped[key] = total
+                    self.drop("records", reason, new)
 
     def _label_overflow(self, key: str) -> None:
         self.error("label_overflow")
@@ -234,7 +237,9 @@ class LeanConverter:
         self.delta = settings.metrics_temporality in ("delta", "lowmemory")
         self.native = _NATIVE if settings.native_histograms else frozenset()
         self.producers: dict[int, LeanProducer] = {}
-        self.lock = threading.Lock()
+        #: Held by every method; reentrant, so a loop may also hold it around several calls (as it does the SDK
+        #: converter's).
+        self.lock = threading.RLock()
         self._filter = settings.exemplar_filter
         self._retired: list[LeanProducer] = []
         self._queue: collections.deque[tuple[LeanProducer, _Scope, bytes]] = collections.deque()
@@ -591,7 +596,8 @@ def _with_missing(spec: semconv.MetricSpec, labels: Labels) -> list[tuple[str, s
 
 def _metric(data: MetricData) -> bytes:
     spec, tag = data.spec, _POINT_TAGS[data.kind]
-    points = [_point(data.kind, otlp.attributes(tag, labels), point, spec.buckets or ()) for labels, point in data.points]
+    points = [_point(data.kind, otlp.attributes(tag, labels), point, spec.buckets or ())
+              for labels, point in data.points]
     temporality = otlp.DELTA if data.delta else otlp.CUMULATIVE
     return otlp.metric(spec.name, spec.description, spec.unit, data.kind, points, temporality)
 
