@@ -335,7 +335,7 @@ def _malformed(draw: st.DrawFn, record: tuple[Any, ...]) -> tuple[Any, ...]:
     position, bad = draw(st.sampled_from([
         (R.S_KIND, 7), (R.S_TRACE, b"\x01" * 17), (R.S_PARENT, b""), (R.S_START, -1), (R.S_END, 1.5),
         (R.S_STATUS, 3), (R.S_EVENTS, [("e", None, {})]), (R.S_LINKS, [(b"x", b"y")]), (R.S_SCOPE, (1, 2)),
-        (R.S_ATTRS, ("not", "a", "dict")), (R.S_SAMPLED, 1)]))
+        (R.S_ATTRS, ("not", "a", "dict")), (R.S_SAMPLED, 2), (R.S_REMOTE, 1.0), (R.S_SAMPLED, 1)]))
     return (*record[:position], bad, *record[position + 1:])
 
 

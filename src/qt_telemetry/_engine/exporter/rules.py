@@ -30,6 +30,7 @@ KEEP_EVENTS: Final = frozenset({semconv.EVENT_KILL_SWITCH, semconv.EVENT_BREAKER
 _KEEP_OUTCOMES: Final = frozenset({semconv.OUTCOME_ERROR, semconv.OUTCOME_REJECTED})
 _STATUS_ERROR: Final = 2
 _LIST_TYPES: Final = (tuple, list)
+_FLAG_TYPES: Final = (bool, int)  # True/False, or 1/0
 
 Text = Callable[[str], str]
 
@@ -75,7 +76,8 @@ def check_span(record: Sequence[Any]) -> None:
     if trace_id.__class__ is not bytes or len(trace_id) != 16 or span_id.__class__ is not bytes \
             or len(span_id) != 8 or (parent is not None and (parent.__class__ is not bytes or len(parent) != 8)):
         raise RecordError("span ids")
-    if remote.__class__ is not bool or sampled.__class__ is not bool:
+    if remote.__class__ not in _FLAG_TYPES or sampled.__class__ not in _FLAG_TYPES or remote not in (0, 1) \
+            or sampled not in (0, 1):
         raise RecordError("span flags")
     if start.__class__ is not int or end.__class__ is not int or not 0 <= start < _UINT64_END \
             or not 0 <= end < _UINT64_END:
