@@ -336,7 +336,7 @@ def _malformed(draw: st.DrawFn, record: tuple[Any, ...]) -> tuple[Any, ...]:
     position, bad = draw(st.sampled_from([
         (R.S_KIND, 7), (R.S_TRACE, b"\x01" * 17), (R.S_PARENT, b""), (R.S_START, -1), (R.S_END, 1.5),
         (R.S_STATUS, 3), (R.S_EVENTS, [("e", None, {})]), (R.S_LINKS, [(b"x", b"y")]), (R.S_SCOPE, (1, 2)),
-        (R.S_ATTRS, ("not", "a", "dict")), (R.S_SAMPLED, 1)]))
+        (R.S_ATTRS, ("not", "a", "dict")), (R.S_SAMPLED, 2), (R.S_REMOTE, 1.0), (R.S_SAMPLED, 1)]))
     return (*record[:position], bad, *record[position + 1:])
 
 
@@ -553,3 +553,13 @@ def test_a_value_referenced_20000_times_is_redacted_once(size: int) -> None:
     converter.accept(converter.producer(1, "a"), [record])
     request = converter.take_spans(10)
     assert request is not None and len(scrubbed) == 1 and b"hunter2" not in request[0]
+
+
+def test_an_exemplar_without_a_span_carries_no_ids_of_the_one_it_replaced() -> None:
+    """With every measurement offered (always_on), a PREAGG value replacing an order's exemplar in its bucket:
+    the SDK as released kept the order's trace and span ids on it."""
+    plan = [("accept", 0, [_order(1, duration_ns=0), (R.PREAGG, semconv.ORDER_LATENCY.name,
+                                                      {"venue": "kraken", "symbol": "BTCUSDT", "side": "sell",
+                                                       "order.type": "limit", "outcome": "ok"},
+                                                      struct.pack("<d", 0.0))]), ("collect",)]
+    run_both(_settings(exemplar_filter="always_on"), plan)

@@ -40,7 +40,8 @@ def _scrape(native: bool) -> dict[str, list[Sample]]:
     converter.accept(first, [_order(1, "binance", 3_000_000), _order(2, "kraken", 700_000_000),
                              _fill(3, 1.5), _fill(4, -2.0),
                              (R.GAUGE, semconv.DAILY_PNL_USED.name, {"strategy": "m"}, 0.25),
-                             (R.METRICS, ((semconv.TRADES.name, 1),), {"strategy": "m", "symbol": "S", "outcome": "ok"})])
+                             (R.METRICS, ((semconv.TRADES.name, 1),),
+                              {"strategy": "m", "symbol": "S", "outcome": "ok"})])
     converter.accept(second, [_order(5, "binance", 4_000_000)])
     text = generate_latest(registry).decode()
     samples: dict[str, list[Sample]] = {}

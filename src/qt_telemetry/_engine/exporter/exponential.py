@@ -1,7 +1,7 @@
 """Base-2 exponential histograms (Prometheus native histograms) with the OTel SDK 1.45's scaling, without its objects.
 
 What a series reports is what the SDK's ``_ExponentialBucketHistogramAggregation`` reports (checked point by point
-by ``tests/unit/test_lean_differential.py`` against the SDK with :mod:`.sdk_exponential`'s two fixes):
+by ``tests/unit/test_lean_differential.py`` against the SDK with :mod:`.sdk_fixes`'s two fixes):
 
 - Each collection interval starts at the scale the previous one ended at (``max_scale`` at first) and lowers it
   whenever a value would not fit ``max_size`` buckets; each bucket index is computed at the scale current when its
@@ -45,7 +45,8 @@ class ExponentialPoint(NamedTuple):
 
 
 def bucket_index(value: float, scale: int) -> int:
-    """The index of the bucket holding ``value`` (> 0, finite) at ``scale``: (base**i, base**(i+1)], base 2**2**-scale."""
+    """The index of the bucket holding ``value`` (> 0, finite) at ``scale``: (base**i, base**(i+1)], where base is
+    2**2**-scale."""
     mantissa, exponent = math.frexp(value)  # value = mantissa * 2**exponent, 0.5 <= mantissa < 1
     if scale > 0:
         if value <= _MIN_NORMAL:
@@ -182,19 +183,24 @@ class ExponentialSeries:
         assert buckets is not None and self._neg is not None
         magnitude = abs(value)
         index = bucket_index(magnitude, self.scale)
-        if buckets.empty():
-            buckets.start = buckets.end = index
+        start, end = buckets.start, buckets.end
+        if start <= index <= end and (start != end or buckets.counts.get(start)):  # the common case: in range
+            counts = buckets.counts
+            counts[index] = counts.get(index, 0) + 1
         else:
-            low, high = min(index, buckets.start), max(index, buckets.end)
-            if high - low >= self.max_size:
-                change = scale_change(low, high, self.max_size)
-                self._pos.downscale(change)
-                self._neg.downscale(change)
-                self.scale -= change
-                index = bucket_index(magnitude, self.scale)
+            if buckets.empty():
+                buckets.start = buckets.end = index
+            else:
+                low, high = min(index, start), max(index, end)
+                if high - low >= self.max_size:
+                    change = scale_change(low, high, self.max_size)
+                    self._pos.downscale(change)
+                    self._neg.downscale(change)
+                    self.scale -= change
+                    index = bucket_index(magnitude, self.scale)
+            buckets.make_room(index, self.max_size)
+            buckets.add(index)
         self._scale = self.scale
-        buckets.make_room(index, self.max_size)
-        buckets.add(index)
         if exemplar is not None:
             self.reservoir.offer(exemplar)
 

@@ -23,16 +23,19 @@ The surface the exporter process loop calls::
     converter.collect_metrics(time.time_ns())         # -> ExportMetricsServiceRequest bytes | None
     converter.prometheus_collector()                  # local mode's /metrics (switches to cumulative)
 
-Every method is thread-safe (one lock). Spans wait in a bounded queue (``settings.batch.max_queue_size`` spans,
-and at most 64 MiB): beyond it they are dropped and counted (``qt.telemetry.dropped{signal=spans,
-reason=queue_full}``), before being encoded. A pid that comes back with another ``service.instance.id`` (a new
-process) retires the old producer.
+Every method, and a producer's ``drop``/``producer_drops``, holds ``converter.lock`` (reentrant). Spans wait in
+a bounded queue (``settings.batch.max_queue_size`` spans, and at most 64 MiB): beyond it they are dropped and
+counted (``qt.telemetry.dropped{signal=spans, reason=queue_full}``) before being encoded. A pid that comes back
+with another ``service.instance.id`` (a new process) retires the old producer; a retired producer whose spans
+fail delivery after its last collection reports once more.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import math
+import struct
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -59,6 +62,8 @@ from qt_telemetry._values import MAX_STRING, current_number
 from qt_telemetry._version import __version__
 
 _log = logging.getLogger("qt_telemetry")
+_pack_d = struct.Struct("<d").pack
+_finite = math.isfinite
 #: What this path exports as: the scope of our spans and of every metric (the SDK path's ``convert.SCOPE``).
 SCOPE_NAME: Final = "qt_telemetry"
 _SCOPE: Final = otlp.scope(SCOPE_NAME, __version__)
@@ -79,6 +84,9 @@ _KEEP_CLEAN: Final = (_KEEP_FIELD, otlp.key_value(semconv.SAMPLING_KEEP, True), 
 _POINT_TAGS: Final = {"sum": b"\x3a", "updown": b"\x3a", "gauge": b"\x3a", "histogram": b"\x4a", "exponential": b"\x0a"}
 
 _Entry = tuple[bytes, bytes, Any]  # (Span.attributes field, KeyValue, exported value)
+#: (exported key or None, error, KeyValue.key field, encoded values by string value, float KeyValue prefix,
+#: float Span.attributes field prefix)
+_Key = tuple[str | None, str | None, bytes, dict[str, _Entry], bytes, bytes]
 _Scope = tuple[tuple[str, str | None, str], bytes, str]  # (grouping key, InstrumentationScope, schema_url)
 
 
@@ -98,6 +106,8 @@ class LeanProducer:
         self.forgotten = False
         self.labels = rules.LabelGuard(converter.settings.max_label_values, self._label_overflow)
         self.label_cache: dict[str, dict[str, str]] = {}
+        #: metric -> the raw values of its attributes (strings or None) -> the label set, once every value is known
+        self.label_sets: dict[str, dict[tuple[Any, ...], Labels]] = {}
         self.gauges: dict[str, dict[tuple[tuple[str, Any], ...], Any]] = {}
         self.dropped: dict[str, int] = {}
         self.metrics = Aggregates(delta=converter.delta, native=converter.native)
@@ -129,7 +139,27 @@ class LeanProducer:
                 self.metrics.record(spec, number, labels, self.converter.exemplar(number, None, now_ns), now_ns)
 
     def label_set(self, spec: semconv.MetricSpec, attributes: Mapping[str, Any]) -> Labels:
-        """:func:`rules.label_set` as a tuple, with admitted string values cached."""
+        """:func:`rules.label_set` as a tuple; a label set of admitted strings is one lookup."""
+        raws = tuple(map(attributes.get, spec.attributes))
+        sets = self.label_sets.get(spec.name)
+        if sets is None:
+            sets = self.label_sets[spec.name] = {}
+        try:
+            known = sets.get(raws)
+        except TypeError:  # an unhashable value
+            return self._label_set(spec, attributes)
+        if known is not None:
+            return known
+        labels = self._label_set(spec, attributes)
+        cache = self.label_cache
+        if all(raw is None or (raw.__class__ is str and cache.get(key, {}).get(raw) == label)
+               for raw, (key, label) in zip(raws, _with_missing(spec, labels), strict=True)):
+            if len(sets) >= _CACHE_PER_KEY:
+                sets.clear()
+            sets[raws] = labels
+        return labels
+
+    def _label_set(self, spec: semconv.MetricSpec, attributes: Mapping[str, Any]) -> Labels:
         out = []
         for key in spec.attributes:
             raw = attributes.get(key)
@@ -155,20 +185,22 @@ class LeanProducer:
     def drop(self, signal: str, reason: str, count: int) -> None:
         """``count`` items of ``signal`` lost for ``reason``: ``qt.telemetry.dropped``."""
         if count > 0:
-            now = self.now_ns or time.time_ns()
-            labels = ((semconv.TELEMETRY_SIGNAL, signal), (semconv.TELEMETRY_REASON, reason))
-            self.metrics.record(semconv.TELEMETRY_DROPPED, count, labels, self.converter.exemplar(count, None, now),
-                                now)
+            with self.converter.lock:
+                now = self.now_ns or time.time_ns()
+                labels = ((semconv.TELEMETRY_SIGNAL, signal), (semconv.TELEMETRY_REASON, reason))
+                self.metrics.record(semconv.TELEMETRY_DROPPED, count, labels,
+                                    self.converter.exemplar(count, None, now), now)
 
     def producer_drops(self, totals: Mapping[str, int]) -> None:
         """The trading process reports its cumulative drops by ``"signal/reason"`` in every message; count what
         is new. A new exporter hears the whole total again and counts it all: the producer's count is the truth
         (its series only ever grows across exporter generations)."""
-        for key, total in totals.items():
-            new = total - self.dropped.get(key, 0)
-            if new > 0:
-                self.dropped[key] = total
-                self.drop(*R.drop_key(key), new)
+        with self.converter.lock:
+            for key, total in totals.items():
+                new = total - self.dropped.get(key, 0)
+                if new > 0:
+                    self.dropped[key] = total
+                    self.drop(*R.drop_key(key), new)
 
     def _label_overflow(self, key: str) -> None:
         self.error("label_overflow")
@@ -217,14 +249,18 @@ class LeanConverter:
         self.delta = settings.metrics_temporality in ("delta", "lowmemory")
         self.native = _NATIVE if settings.native_histograms else frozenset()
         self.producers: dict[int, LeanProducer] = {}
-        self.lock = threading.Lock()
+        #: Held by every method; reentrant, so a loop may also hold it around several calls (as it does the SDK
+        #: converter's).
+        self.lock = threading.RLock()
         self._filter = settings.exemplar_filter
         self._retired: list[LeanProducer] = []
         self._queue: collections.deque[tuple[LeanProducer, _Scope, bytes]] = collections.deque()
         self._queued_bytes = 0
         self._max_queue = settings.batch.max_queue_size
-        self._keys: dict[Any, tuple[str | None, str | None, bytes]] = {}
-        self._values: dict[str, dict[str, _Entry]] = {}
+        #: Raw attribute key -> (exported key or None, error, encoded key field, encoded values by string value).
+        self._keys: dict[Any, _Key] = {}
+        self._fills: dict[str, int] = {}
+        self._ids: set[str] = set()
         self._cached_bytes = 0
         self._long: dict[int, tuple[str, str]] = {}
         self._names: dict[str, bytes] = {}
@@ -298,10 +334,14 @@ class LeanConverter:
 
     def _forget_encodings(self) -> None:
         """New secret values: every cached text may hold one."""
-        self._values.clear()
+        for known in self._keys.values():
+            known[3].clear()
         self._cached_bytes = 0
+        self._fills.clear()
+        self._ids.clear()
         for producer in (*self.producers.values(), *self._retired):
             producer.label_cache.clear()
+            producer.label_sets.clear()
 
     def exemplar(self, value: Number, span: tuple[bytes, bytes, bool] | None, now_ns: int) -> Exemplar | None:
         """The exemplar a measurement offers its reservoir, per the filter (or None)."""
@@ -314,34 +354,32 @@ class LeanConverter:
     def _span(self, producer: LeanProducer, record: tuple[Any, ...], now: int) -> None:
         """The SDK path's ``Converter.span``, step for step, into bytes."""
         rules.check_span(record)
-        name = self._name(record[R.S_NAME])
-        fields, attributes = self._attributes(producer, record[R.S_ATTRS], False)
-        sampled = record[R.S_SAMPLED]
-        is_ours = record[R.S_SCOPE] is None
-        trace_id, span_id = record[R.S_TRACE], record[R.S_SPAN]
-        if is_ours:
+        (_, raw_name, kind, trace_id, span_id, parent_id, remote, sampled, start, end, code, message, raw_attributes,
+         raw_events, raw_links, state, raw_scope) = record[:17]
+        name = self._name(raw_name)
+        fields, attributes = self._attributes(producer, raw_attributes, False)
+        if raw_scope is None:  # ours: the keep mark, the metrics it yields
             keep = self.rules.keep(name, attributes.get(semconv.OUTCOME), record)
             if keep:
                 self._put(fields, attributes, semconv.SAMPLING_KEEP, _KEEP_CLEAN)
-            span = (trace_id, span_id, sampled and keep)
-            for spec, value in rules.span_measurements(name, attributes, record[R.S_END] - record[R.S_START]):
-                producer.measure(spec, value, attributes, span, now)
+            if name in semconv.SPAN_METRICS:
+                span = (trace_id, span_id, sampled and keep)
+                for spec, value in rules.span_measurements(name, attributes, end - start):
+                    producer.measure(spec, value, attributes, span, now)
         if not sampled:
             return
-        code = record[R.S_STATUS]
-        status = otlp.status(code, rules.status_message(code, record[R.S_MESSAGE], self.text))
+        status = otlp.STATUS[code] if message is None else otlp.status(code, rules.status_message(code, message,
+                                                                                                    self.text))
         events = [otlp.event(timestamp, rules.utf8(event_name), self._attributes(producer, event_attributes, True)[0])
-                  for event_name, timestamp, event_attributes in record[R.S_EVENTS] or ()]
+                  for event_name, timestamp, event_attributes in raw_events] if raw_events else ()
         if len(self._queue) >= self._max_queue or self._queued_bytes >= _MAX_QUEUE_BYTES:
             producer.drop("spans", "queue_full", 1)
             return
-        scope = self._scope(record[R.S_SCOPE])
-        links = [otlp.link(t, s) for t, s in record[R.S_LINKS] or ()]
-        message = otlp.span(trace_id, span_id, self._trace_state(record[R.S_STATE]), record[R.S_PARENT],
-                            self._names[name], record[R.S_KIND], record[R.S_START], record[R.S_END], fields, events,
-                            links, status, record[R.S_PARENT] is not None and record[R.S_REMOTE])
-        encoded = otlp.field(b"\x12", message)
-        self._queue.append((producer, scope, encoded))
+        links = [otlp.link(t, s) for t, s in raw_links] if raw_links else ()
+        encoded = otlp.field(b"\x12", otlp.span(
+            trace_id, span_id, self._trace_state(state), parent_id, self._names[name], kind, start, end, fields,
+            events, links, status, parent_id is not None and remote))
+        self._queue.append((producer, _OUR_SCOPE if raw_scope is None else self._scope(raw_scope), encoded))
         self._queued_bytes += len(encoded)
 
     # --- attributes -------------------------------------------------------------------------------------
@@ -357,36 +395,66 @@ class LeanConverter:
 
     def _attributes(self, producer: LeanProducer, raw: Mapping[str, Any] | None,
                     event: bool) -> tuple[list[bytes], dict[str, Any]]:
-        """(encoded attribute fields, exported values by key): :meth:`Converter.attributes`, as bytes."""
+        """(encoded attribute fields, exported values by key): :meth:`Converter.attributes`, as bytes. The hot
+        path: a string seen before is one dict lookup; a float is packed in place."""
         fields: list[bytes] = []
         exported: dict[str, Any] = {}
         if not raw:
             return fields, exported
+        keys = self._keys
         for key, value in raw.items():
-            known = self._keys.get(key)
+            known = keys.get(key)
             if known is None:
                 known = self._key(key)
-            name, problem, key_field = known
+            name = known[0]
             if name is None:
-                producer.error(problem or "bad_attribute")
+                producer.error(known[1] or "bad_attribute")
                 continue
-            entry: _Entry | None = None
-            by_value = self._values.get(name) if value.__class__ is str else None
-            if by_value is not None:
-                entry = by_value.get(value)
+            cls = value.__class__
+            entry: _Entry | None
+            if cls is str:
+                entry = known[3].get(value)
+                if entry is None:
+                    entry = self._encode_text(known, value)
+            elif cls is float and _finite(value):
+                kv = known[4] + _pack_d(value)
+                entry = (known[5] + kv, kv, value)
+            else:
+                entry = self._encode(producer, known, value)
             if entry is None:
-                clean, problem = rules.attribute_value(value, self.text)
-                if problem is not None:
-                    producer.error(problem)
-                    continue
-                if clean is None:
-                    continue
-                kv = key_field + otlp.field(b"\x12", otlp.any_value(clean))
-                entry = (otlp.field(b"\x4a", kv), kv, clean)
-                if value.__class__ is str and len(value) <= MAX_STRING:
-                    self._remember(name, value, entry)
-            self._put(fields, exported, name, entry, event)
+                continue
+            if name in exported:
+                self._put(fields, exported, name, entry, event)
+                continue
+            fields.append(otlp.field(b"\x1a", entry[1]) if event else entry[0])
+            exported[name] = entry[2]
         return fields, exported
+
+    def _encode_text(self, known: _Key, value: str) -> _Entry:
+        """A string attribute (:func:`rules.attribute_value` of a string: its text as exported), remembered unless
+        its key has proved to hold ids (a new value each time)."""
+        ids = known[0] in self._ids
+        clean = rules.utf8(self.redactor.scrub(value)) if ids and len(value) <= MAX_STRING else self.text(value)
+        kv = known[2] + otlp.field(b"\x12", otlp.field(b"\x0a", clean.encode("utf-8")))
+        entry = (otlp.field(b"\x4a", kv), kv, clean)
+        if len(value) <= MAX_STRING and not ids:
+            self._remember(known, value, entry)
+        return entry
+
+    def _encode(self, producer: LeanProducer, known: _Key, value: Any) -> _Entry | None:
+        """An attribute as exported (:func:`rules.attribute_value`), or None when it is left out (and counted if
+        it is bad); a string short enough is remembered."""
+        clean, problem = rules.attribute_value(value, self.text)
+        if problem is not None:
+            producer.error(problem)
+            return None
+        if clean is None:
+            return None
+        kv = known[2] + otlp.field(b"\x12", otlp.any_value(clean))
+        entry = (otlp.field(b"\x4a", kv), kv, clean)
+        if value.__class__ is str and len(value) <= MAX_STRING and known[0] not in self._ids:
+            self._remember(known, value, entry)
+        return entry
 
     def _put(self, fields: list[bytes], exported: dict[str, Any], name: str, entry: _Entry,
              event: bool = False) -> None:
@@ -398,22 +466,32 @@ class LeanConverter:
             fields.append(field)
         exported[name] = entry[2]
 
-    def _key(self, key: Any) -> tuple[str | None, str | None, bytes]:
+    def _key(self, key: Any) -> _Key:
         name, problem = rules.attribute_key(self.redactor, key)
-        known = (name, problem, otlp.field(b"\x0a", name.encode("utf-8")) if name is not None else b"")
+        key_field = otlp.field(b"\x0a", name.encode("utf-8")) if name is not None else b""
+        float_kv = key_field + b"\x12\x09\x21"  # value: AnyValue{double_value}, 9 bytes
+        known: _Key = (name, problem, key_field, {}, float_kv, b"\x4a" + otlp.varint(len(float_kv) + 8))
         if len(self._keys) >= _SMALL_CACHE:
             self._keys.clear()
         self._keys[key] = known
         return known
 
-    def _remember(self, name: str, value: str, entry: _Entry) -> None:
-        by_value = self._values.get(name)
-        if by_value is None or len(by_value) >= _CACHE_PER_KEY:
-            by_value = self._values[name] = {}
+    def _remember(self, known: _Key, value: str, entry: _Entry) -> None:
+        """Cache an encoded value: at most ``_CACHE_PER_KEY`` per key and ``_CACHE_BYTES`` in all (past either,
+        that cache starts over). A key whose cache filled up three times holds ids, not labels: not cached again
+        (until new secret values clear every cache)."""
+        by_value = known[3]
+        if len(by_value) >= _CACHE_PER_KEY:
+            by_value.clear()
+            name = known[0] or ""
+            self._fills[name] = self._fills.get(name, 0) + 1
+            if self._fills[name] >= 3:
+                self._ids.add(name)
+                return
         if self._cached_bytes >= _CACHE_BYTES:
-            self._values.clear()
+            for other in self._keys.values():
+                other[3].clear()
             self._cached_bytes = 0
-            by_value = self._values[name] = {}
         by_value[value] = entry
         self._cached_bytes += len(entry[0]) + len(value)
 
@@ -522,9 +600,16 @@ class LeanConverter:
         return LeanCollector(self)
 
 
+def _with_missing(spec: semconv.MetricSpec, labels: Labels) -> list[tuple[str, str]]:
+    """``labels`` with an entry for each of the spec's keys (an optional key left out as ``(key, "")``)."""
+    present = dict(labels)
+    return [(key, present.get(key, "")) for key in spec.attributes]
+
+
 def _metric(data: MetricData) -> bytes:
     spec, tag = data.spec, _POINT_TAGS[data.kind]
-    points = [_point(data.kind, otlp.attributes(tag, labels), point, spec.buckets or ()) for labels, point in data.points]
+    points = [_point(data.kind, otlp.attributes(tag, labels), point, spec.buckets or ())
+              for labels, point in data.points]
     temporality = otlp.DELTA if data.delta else otlp.CUMULATIVE
     return otlp.metric(spec.name, spec.description, spec.unit, data.kind, points, temporality)
 

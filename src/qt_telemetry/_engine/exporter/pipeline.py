@@ -24,7 +24,7 @@ from opentelemetry.sdk.metrics import (
     TraceBasedExemplarFilter,
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import View
+from opentelemetry.sdk.metrics.view import DefaultAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from qt_telemetry import semconv
 from qt_telemetry._config import Settings
 from qt_telemetry._engine.exporter.convert import Converter
-from qt_telemetry._engine.exporter.sdk_exponential import NativeHistogramAggregation
+from qt_telemetry._engine.exporter.sdk_fixes import NativeHistogramAggregation, reservoir_factory
 from qt_telemetry._engine.exporter.shipper import SpanShipper
 from qt_telemetry._engine.resource import base_resource
 from qt_telemetry._redaction import Redactor
@@ -43,9 +43,12 @@ NATIVE_HISTOGRAMS = (semconv.ORDER_LATENCY, semconv.STAGE_DURATION)
 
 
 def views(settings: Settings) -> list[View]:
-    if not settings.native_histograms:
-        return []
-    return [View(instrument_name=spec.name, aggregation=NativeHistogramAggregation()) for spec in NATIVE_HISTOGRAMS]
+    """One view per instrument of ours: the fixed exemplar reservoirs (:mod:`.sdk_fixes`), and exponential
+    histograms for :data:`NATIVE_HISTOGRAMS` with ``native_histograms``."""
+    native = {spec.name for spec in NATIVE_HISTOGRAMS} if settings.native_histograms else set()
+    return [View(instrument_name=spec.name, exemplar_reservoir_factory=reservoir_factory,
+                 aggregation=NativeHistogramAggregation() if spec.name in native else DefaultAggregation())
+            for spec in semconv.METRICS.values()]
 
 
 def exemplar_filter(settings: Settings) -> ExemplarFilter:

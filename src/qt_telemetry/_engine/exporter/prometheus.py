@@ -3,10 +3,11 @@
 Names are the ones the collector derives from the OTel names (:func:`semconv.prometheus_name`: ``qt.order.latency``
 in seconds -> ``qt_order_latency_seconds``, counters gain ``_total``, ``1`` on a gauge ``_ratio``) and labels are the
 attribute keys with dots as underscores, plus ``service_name`` and ``service_instance_id`` of the producing process
-(several processes share one exporter). Every histogram has ``_bucket``, ``_sum`` and ``_count``: buckets from ``le`` 0
-up (histograms refuse negative values, and beside a negative ``le`` OpenMetrics forbids ``_sum``: the slippage
-histogram's first bounds); an exponential histogram is exposed with its own bucket bounds (``base**(index+1)``). Exemplars (a kept
-trace's ``trace_id``/``span_id``) ride on counter samples and histogram buckets, in the OpenMetrics exposition.
+(several processes share one exporter). Every histogram has ``_bucket``, ``_sum`` and ``_count``: buckets from
+``le`` 0 up (histograms refuse negative values, and beside a negative ``le`` OpenMetrics forbids ``_sum``: the
+slippage histogram's first bounds); an exponential histogram is exposed as classic buckets at its own bounds
+(``base**(index+1)``). Exemplars (a kept trace's ``trace_id``/``span_id``) ride on counter samples and histogram
+buckets, in the OpenMetrics exposition.
 """
 
 from __future__ import annotations

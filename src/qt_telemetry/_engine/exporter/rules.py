@@ -30,6 +30,7 @@ KEEP_EVENTS: Final = frozenset({semconv.EVENT_KILL_SWITCH, semconv.EVENT_BREAKER
 _KEEP_OUTCOMES: Final = frozenset({semconv.OUTCOME_ERROR, semconv.OUTCOME_REJECTED})
 _STATUS_ERROR: Final = 2
 _LIST_TYPES: Final = (tuple, list)
+_FLAG_TYPES: Final = (bool, int)  # True/False, or 1/0
 
 Text = Callable[[str], str]
 
@@ -66,37 +67,37 @@ def check_span(record: Sequence[Any]) -> None:
     would lose the whole batch it is exported with)."""
     if len(record) <= R.S_SCOPE:
         raise RecordError("short span record")
-    if not isinstance(record[R.S_NAME], str):
+    (_, name, kind, trace_id, span_id, parent, remote, sampled, start, end, status, message, attributes, events,
+     links, state, scope) = record[:17]
+    if name.__class__ is not str and not isinstance(name, str):
         raise RecordError("span name")
-    kind = record[R.S_KIND]
-    if kind.__class__ is not int or not 0 <= kind <= 4:
-        raise RecordError("span kind")
-    if not _is_id(record[R.S_TRACE], 16) or not _is_id(record[R.S_SPAN], 8):
+    if kind.__class__ is not int or not 0 <= kind <= 4 or status.__class__ is not int or not 0 <= status <= 2:
+        raise RecordError("span kind or status code")
+    if trace_id.__class__ is not bytes or len(trace_id) != 16 or span_id.__class__ is not bytes \
+            or len(span_id) != 8 or (parent is not None and (parent.__class__ is not bytes or len(parent) != 8)):
         raise RecordError("span ids")
-    parent = record[R.S_PARENT]
-    if parent is not None and not _is_id(parent, 8):
-        raise RecordError("parent id")
-    if record[R.S_REMOTE].__class__ is not bool or record[R.S_SAMPLED].__class__ is not bool:
+    if remote.__class__ not in _FLAG_TYPES or sampled.__class__ not in _FLAG_TYPES or remote not in (0, 1) \
+            or sampled not in (0, 1):
         raise RecordError("span flags")
-    if not _is_time(record[R.S_START]) or not _is_time(record[R.S_END]):
+    if start.__class__ is not int or end.__class__ is not int or not 0 <= start < _UINT64_END \
+            or not 0 <= end < _UINT64_END:
         raise RecordError("span times")
-    status = record[R.S_STATUS]
-    if status.__class__ is not int or not 0 <= status <= 2:
-        raise RecordError("status code")
-    if record[R.S_MESSAGE] is not None and not isinstance(record[R.S_MESSAGE], str):
-        raise RecordError("status message")
-    if not _is_attributes(record[R.S_ATTRS]):
+    if (message is not None and not isinstance(message, str)) or (state is not None and not isinstance(state, str)):
+        raise RecordError("status message or trace state")
+    if attributes is not None and not isinstance(attributes, dict):
         raise RecordError("span attributes")
-    for event in _items(record[R.S_EVENTS], "events"):
-        if not isinstance(event, _LIST_TYPES) or len(event) != 3 or not isinstance(event[0], str) \
-                or not _is_time(event[1]) or not _is_attributes(event[2]):
-            raise RecordError("span event")
-    for link in _items(record[R.S_LINKS], "links"):
-        if not isinstance(link, _LIST_TYPES) or len(link) != 2 or not _is_id(link[0], 16) or not _is_id(link[1], 8):
-            raise RecordError("span link")
-    if record[R.S_STATE] is not None and not isinstance(record[R.S_STATE], str):
-        raise RecordError("trace state")
-    scope_key(record[R.S_SCOPE])
+    if events is not None:
+        for event in _items(events, "events"):
+            if not isinstance(event, _LIST_TYPES) or len(event) != 3 or not isinstance(event[0], str) \
+                    or not _is_time(event[1]) or not _is_attributes(event[2]):
+                raise RecordError("span event")
+    if links is not None:
+        for link in _items(links, "links"):
+            if not isinstance(link, _LIST_TYPES) or len(link) != 2 or not _is_id(link[0], 16) \
+                    or not _is_id(link[1], 8):
+                raise RecordError("span link")
+    if scope is not None:
+        scope_key(scope)
 
 
 def _is_id(value: Any, size: int) -> bool:

@@ -1,6 +1,7 @@
-"""The SDK's exponential histogram aggregation with two fixes, for the SDK path (inline and sdk engines, test kit).
+"""Fixes to OpenTelemetry SDK 1.45 metrics for the SDK path (inline and sdk engines, test kit), found by the
+differential test against the lean path, which does the same (``tests/unit/test_lean_differential.py``).
 
-OpenTelemetry SDK 1.45's ``_ExponentialBucketHistogramAggregation`` under cumulative temporality:
+Exponential histograms (``_ExponentialBucketHistogramAggregation``) under cumulative temporality:
 
 1. An interval that saw only zeros (an order or stage whose clock stepped back is recorded as a 0 s duration)
    reports scale 0, and the running total is downscaled to it: from then on that series has factor-2 buckets
@@ -9,20 +10,29 @@ OpenTelemetry SDK 1.45's ``_ExponentialBucketHistogramAggregation`` under cumula
    and raise "Incorrect merge scale", losing every later collection of the provider.
 
 Here zeros fix no scale, and a total that holds nothing takes its range from the first bucket merged into it.
-:mod:`.exponential` (the lean path) does the same; the differential test holds both to it.
+
+Exemplars (``ExemplarBucket``): a measurement made outside any span that replaces one made inside a span keeps
+that span's trace and span ids (with ``OTEL_METRICS_EXEMPLAR_FILTER=always_on``: a drop count or a PREAGG value
+then points at an unrelated trace). Here it has none.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import AlignedHistogramBucketExemplarReservoir, SimpleFixedSizeExemplarReservoir
 from opentelemetry.sdk.metrics._internal.aggregation import (
     AggregationTemporality,
     _Aggregation,
+    _ExplicitBucketHistogramAggregation,
     _ExponentialBucketHistogramAggregation,
 )
 from opentelemetry.sdk.metrics._internal.exemplar import ExemplarReservoirBuilder
+from opentelemetry.sdk.metrics._internal.exemplar.exemplar_reservoir import ExemplarBucket
 from opentelemetry.sdk.metrics._internal.exponential_histogram.buckets import Buckets
 from opentelemetry.sdk.metrics._internal.instrument import _Instrument
 from opentelemetry.sdk.metrics._internal.measurement import Measurement
@@ -66,3 +76,29 @@ class NativeHistogramAggregation(ExponentialBucketHistogramAggregation):
         return _FixedExponential(attributes, reservoir_factory(_ExponentialBucketHistogramAggregation),
                                  AggregationTemporality.DELTA, start_time_unix_nano, max_size=self._max_size,
                                  max_scale=self._max_scale, record_min_max=self._record_min_max)
+
+
+class _Bucket(ExemplarBucket):
+    def offer(self, value: float, time_unix_nano: int, attributes: Attributes, context: Context) -> None:
+        super().offer(value, time_unix_nano, attributes, context)
+        if trace.get_current_span(context) is trace.INVALID_SPAN:  # no span: no ids (the SDK keeps the last ones)
+            self._ExemplarBucket__span_id = None
+            self._ExemplarBucket__trace_id = None
+
+
+class _Sampled(SimpleFixedSizeExemplarReservoir):
+    def __init__(self, size: int = 1, **kwargs: Any) -> None:
+        super().__init__(size, **kwargs)
+        self._reservoir_storage = defaultdict(_Bucket)
+
+
+class _Aligned(AlignedHistogramBucketExemplarReservoir):
+    def __init__(self, boundaries: Any, **kwargs: Any) -> None:
+        super().__init__(boundaries, **kwargs)
+        self._reservoir_storage = defaultdict(_Bucket)
+
+
+def reservoir_factory(aggregation_type: type[_Aggregation[Any]]) -> ExemplarReservoirBuilder:
+    """The SDK's default reservoirs (aligned buckets for explicit histograms, else a fixed-size sample), fixed."""
+    chosen = _Aligned if issubclass(aggregation_type, _ExplicitBucketHistogramAggregation) else _Sampled
+    return cast(ExemplarReservoirBuilder, chosen)
