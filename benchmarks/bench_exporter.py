@@ -138,7 +138,7 @@ def run_lean(datagrams: Iterable[list[tuple[Any, ...]]], s: _config.Settings, co
     producer = converter.producer(100, "bench")
     for n, datagram in enumerate(datagrams):
         converter.accept(producer, datagram)
-        while converter.queued() >= 512:
+        while converter.queued_spans() >= 512:
             converter.take_spans(512)
         if collect_every and n % collect_every == collect_every - 1:
             converter.collect_metrics(time.time_ns())

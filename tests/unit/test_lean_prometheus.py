@@ -26,9 +26,11 @@ def _order(i: int, venue: str, duration_ns: int) -> tuple[Any, ...]:
 
 
 def _fill(i: int, slippage: float) -> tuple[Any, ...]:
+    direction = semconv.SLIPPAGE_FAVOURABLE if slippage < 0 else semconv.SLIPPAGE_ADVERSE
     return (R.SPAN, semconv.SPAN_ORDER_EVENT, 0, i.to_bytes(16, "big"), (i + 2).to_bytes(8, "big"), None, False, True,
             1, 2, 0, None, {"venue": "binance", "symbol": "BTCUSDT", "side": "buy", "order.event": "fill",
-                            semconv.SLIPPAGE_BPS: slippage}, None, None, None, None)
+                            semconv.SLIPPAGE_BPS: slippage, semconv.SLIPPAGE_DIRECTION: direction},
+            None, None, None, None)
 
 
 def _scrape(native: bool) -> dict[str, list[Sample]]:
@@ -67,10 +69,10 @@ def test_scrape_names_labels_and_exemplars(native: bool) -> None:
     assert [s.value for s in samples["qt_trades_total"]] == [1.0]
 
 
-def test_every_histogram_has_sum_and_count_even_with_negative_bounds() -> None:
+def test_every_histogram_has_sum_and_count_and_slippage_keeps_both_signs() -> None:
     samples = _scrape(False)
-    (count,) = samples["qt_order_slippage_count"]
-    (total,) = samples["qt_order_slippage_sum"]
-    assert count.value == 1 and total.value == pytest.approx(1.5)  # the negative fill is refused and counted
-    errors = {s.labels["kind"]: s.value for s in samples["qt_telemetry_errors_total"]}
-    assert errors == {"negative_measurement": 1}
+    counts = {s.labels["slippage_direction"]: s.value for s in samples["qt_order_slippage_count"]}
+    sums = {s.labels["slippage_direction"]: s.value for s in samples["qt_order_slippage_sum"]}
+    assert counts == {"adverse": 1, "favourable": 1}
+    assert sums == {"adverse": pytest.approx(1.5), "favourable": pytest.approx(2.0)}  # magnitudes; the label signs
+    assert "qt_telemetry_errors_total" not in samples
