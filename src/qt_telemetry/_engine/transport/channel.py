@@ -69,6 +69,7 @@ class ProcessChannel:
         self._flushes: dict[int, bool] = {}
         self._next_flush = 0
         self._dead = False
+        self._closed = False  # shut down: nothing connects or replaces any more (a janitor mid-round included)
         self.sent = self.converted = self.exported = self.generation = self.refused = 0
         self.last_heard = self.refusing_since = 0.0
         self._exporter_pid: int | None = None
@@ -120,6 +121,8 @@ class ProcessChannel:
 
     def check(self) -> Check:
         """The janitor's look at the exporter: read what it said, lift it if starved, say when to replace it."""
+        if self._closed:
+            return "ok"
         with self._read_lock:
             self._pump()
         if self._sock is None or self._dead:
@@ -148,6 +151,8 @@ class ProcessChannel:
         """The exporter is gone or wedged: join the replacement a relative started, or start it. Returns how
         many records this connection sent that were never confirmed exported (to be counted as lost). Without
         ``wait`` (called on a trading thread) the family lock is only tried, never waited for."""
+        if self._closed:
+            return 0
         lost = max(0, self.sent - self.exported)
         old = self.exporter_pid or self._pid_file()[0]
         wedged, self._wedged = self._wedged, False
@@ -177,6 +182,7 @@ class ProcessChannel:
         return self._exporter_pid
 
     def close(self) -> None:
+        self._closed = True
         self._close_socket()
 
     def after_fork(self) -> None:
@@ -206,6 +212,8 @@ class ProcessChannel:
         self._wedged = False
 
     def _connect(self) -> None:
+        if self._closed:
+            return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             sock.setblocking(False)
