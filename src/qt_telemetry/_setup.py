@@ -9,6 +9,7 @@ recorded is handed to the exporter, which exports it after the trading process i
 from __future__ import annotations
 
 import atexit
+import errno
 import gc
 import json
 import logging
@@ -263,7 +264,7 @@ def _channel(settings: Settings, listen: socket.socket | None, cannot: list[str]
         try:
             directory = family.create(os.getpid())
             return ProcessChannel(directory, os.getpid(), secrets.token_bytes(16), settings=settings,
-                                  metrics_socket=listen, start=True)
+                                  started=STATE.exporters, metrics_socket=listen, start=True)
         except OSError as exc:  # no helper process possible here (a pids limit, a frozen app, a sandbox)
             cannot.append(f"cannot start the exporter process ({exc.strerror or exc!r})")
             if directory is not None:
@@ -496,7 +497,7 @@ def join_parent() -> Engine | None:
             inherited = json.loads(raw)
             settings = _config.resolve(mode="otlp", engine="process", **inherited["recorder"])
             channel = ProcessChannel(str(inherited["family"]), int(inherited["root"]), bytes.fromhex(inherited["key"]),
-                                     settings=None)
+                                     settings=None, started=STATE.exporters)
             installed = _install_records(settings, channel, instance=inherited.get("instance"))
         except Exception as exc:  # noqa: BLE001 - telemetry must never break the child
             _log.warning("qt-telemetry: could not join the parent's exporter: %r", exc)
@@ -541,16 +542,28 @@ def _gauge_tick() -> list[tuple[Any, ...]]:
     return out
 
 
+#: How long init() waits for a busy /metrics port to be let go of (by the previous run's exporter).
+_PORT_TAKEOVER_S = 2.0
+
+
 def _metrics_socket(settings: Settings) -> socket.socket:
     """Bind /metrics now, so a busy port is an error at init() and port 0 has a known number."""
     host = settings.metrics_host
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, settings.metrics_port), family=family)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"metrics_port={settings.metrics_port}: cannot serve /metrics on {host} ({exc}); pick a free port with "
-            f"{_config.QT_TELEMETRY_METRICS_PORT}") from exc
+    address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + _PORT_TAKEOVER_S
+    while True:
+        try:
+            return socket.create_server((host, settings.metrics_port), family=address_family)
+        except OSError as exc:
+            # The exporter of the run before (a restart by systemd, the demo run twice) lets go of the port the
+            # moment its bot is gone; give it that moment rather than crash-loop.
+            if exc.errno == errno.EADDRINUSE and time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            raise ConfigurationError(
+                f"metrics_port={settings.metrics_port}: cannot serve /metrics on {host} ({exc}); pick a free port "
+                f"with the metrics_port argument, {_config.QT_TELEMETRY_METRICS_PORT} or the demo's --metrics-port "
+                "(0 = any free port)") from exc
 
 
 def _metrics_url(listen: socket.socket | None) -> str | None:
@@ -637,7 +650,7 @@ def _at_exit() -> None:
     """At interpreter exit — and in multiprocessing children, which skip atexit: hand over, never wait long."""
     if STATE.installed is not None:
         shutdown(_EXIT_BUDGET_S)
-    release_exporters()
+    release_exporters(STATE.exporters)
 
 
 def _register_exit() -> None:

@@ -59,7 +59,8 @@ def test_the_bot_exports_every_runtime_metric_with_its_role_and_the_conventional
         assert kind == expected, spec.name
         if spec.kind != "histogram":
             assert data.is_monotonic is (spec.kind == "counter"), spec.name
-        assert all(attrs[semconv.PROCESS_ROLE] == "bot" for attrs, _ in series), spec.name
+        assert {attrs[semconv.PROCESS_ROLE] for attrs, _ in series} <= {"bot", "exporter"}, spec.name
+        assert any(attrs[semconv.PROCESS_ROLE] == "bot" for attrs, _ in series), spec.name
     values = {(name, tuple(sorted(a.items()))): p for name, (_, _, series) in points.items() for a, p in series}
 
     def number(key: tuple) -> float:
@@ -149,5 +150,35 @@ def test_a_forked_child_reports_its_own_runtime_metrics() -> None:
             return {res["process.pid"] for res, m in receiver.metrics() if m.name == "process.thread.count"}
 
         receiver.wait_for(lambda: reporting() == {parent, child}, what="both processes' thread counts")
+    finally:
+        receiver.close()
+
+
+def test_the_exporter_reports_its_own_runtime_next_to_the_bots() -> None:
+    """Both processes of a bot, told apart by ``qt.process.role`` (the exporter's under the root bot's resource)."""
+    import subprocess
+    import sys
+
+    from tests.support.otlp_receiver import OtlpHttpReceiver, attributes
+    from tests.support.servers import REPO
+
+    receiver = OtlpHttpReceiver()
+    try:
+        script = "import qt_telemetry as qt, time; qt.init(); time.sleep(1.5); qt.force_flush(5)"
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_METRIC_EXPORT_INTERVAL": "300",
+               "PYTHONPATH": str(REPO / "src")}
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+
+        def roles() -> dict[str, set[str]]:
+            out: dict[str, set[str]] = {}
+            for _, metric in receiver.metrics():
+                for point in getattr(metric, metric.WhichOneof("data")).data_points:
+                    role = attributes(point).get("qt.process.role")
+                    if role is not None:
+                        out.setdefault(role, set()).add(metric.name)
+            return out
+
+        receiver.wait_for(lambda: set(roles()) == {"bot", "exporter"}, 30, "both roles")
+        assert {"process.cpu.time", "process.memory.usage", "process.thread.count"} <= roles()["exporter"]
     finally:
         receiver.close()

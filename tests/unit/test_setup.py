@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import qt_telemetry as qt
 from qt_telemetry import semconv
 from qt_telemetry._engine.exporter.console import TraceSummaryExporter
+from tests.support.servers import REPO
 from qt_telemetry._engine.recorder.state import STATE
 from tests.support.polling import wait_until
 
@@ -280,3 +281,30 @@ def test_init_freezes_the_start_up_objects_so_full_collections_skip_them(setting
     before, after = json.loads(out.stdout.splitlines()[-1])
     assert before == 0
     assert (after > 1000) is frozen  # the imports alone are tens of thousands of objects
+
+
+RESTARTED_BOT = """
+import sys, urllib.request
+import qt_telemetry as qt
+info = qt.init(mode="local", metrics_port=int(sys.argv[1]))
+@qt.traced_order(venue="v")
+def place(symbol, side, quantity):
+    return None
+place("RESTART", "buy", 1)
+print(info.metrics_url, flush=True)
+"""
+
+
+def test_a_bot_restarted_at_once_takes_its_metrics_port_over() -> None:
+    """systemd's immediate restart, the demo run twice: the run before's exporter lets go of /metrics the moment its
+    bot is gone, and init() waits that moment out instead of failing (no crash loop)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for run in range(3):
+        out = subprocess.run([sys.executable, "-c", RESTARTED_BOT, str(port)], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, f"run {run}: {out.stderr[-2000:]}"
+        assert out.stdout.strip() == f"http://127.0.0.1:{port}/metrics"
+        assert "[qt] order v buy 1 RESTART ok" in out.stderr, f"run {run}: the order line was lost: {out.stderr}"

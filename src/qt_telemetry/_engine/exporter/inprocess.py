@@ -140,6 +140,9 @@ class LocalChannel:
         self._flushes += 1
         return self._flushes
 
+    def wait_converted(self, deadline: float) -> bool:
+        return self._idle.wait(max(0.0, deadline - time.monotonic()))
+
     def wait_flushed(self, request: int, deadline: float) -> bool:
         self._idle.wait(max(0.0, deadline - time.monotonic()))
         return self.pipeline.flush(deadline)

@@ -31,8 +31,11 @@ import time
 from typing import Any
 
 from qt_telemetry._config import Settings
+from qt_telemetry._engine.exporter.console import TradeSummary, view_of_record
 from qt_telemetry._engine.exporter.sender import Sender, transport
+from qt_telemetry import semconv
 from qt_telemetry._engine.resource import base_resource
+from qt_telemetry._engine.runtime import GcPauses, RuntimeSampler
 from qt_telemetry._engine.transport import family, wire
 from qt_telemetry._engine.transport import records as R
 
@@ -90,6 +93,13 @@ class Exporter:
         self.metrics = Sender(transport(settings, "metrics"), max_pending=2, name="metrics") \
             if settings.mode == "otlp" and settings.metrics.enabled else None
         self.stop_server = _serve_metrics(self.sink, metrics_socket) if metrics_socket is not None else None
+        self.summary = TradeSummary() if settings.console else None
+        #: Its own runtime metrics (``qt.process.role=exporter``), reported under the root bot's resource.
+        self.runtime = RuntimeSampler(semconv.ROLE_EXPORTER) if settings.runtime_metrics else None
+        self._pauses: list[tuple[int, float]] = []
+        if self.runtime is not None:
+            GcPauses(lambda generation, seconds: self._pauses.append((generation, seconds))
+                     if len(self._pauses) < 1024 else None).install()
         cannot = [f"a {sender.name} sender thread" for sender in (self.spans, self.metrics)
                   if sender is not None and not sender.threaded]
         if metrics_socket is not None and self.stop_server is None:
@@ -279,6 +289,14 @@ class Exporter:
             ordinary = tuple(r for r in records if not (r[0] == R.CONTROL and len(r) == 3 and r[1] == R.OP_FLUSH))
         self.sink.accept(producer, ordinary)
         conn.converted += len(records)
+        if self.summary is not None:
+            for record in ordinary:
+                if record[0] == R.SPAN:
+                    view = view_of_record(record, self.sink.redactor.text)
+                    if view is not None:
+                        self.summary.add(view)
+        if any(r[0] == R.CONTROL and len(r) == 3 and r[1] == R.OP_GOODBYE for r in ordinary):
+            self._reply(conn, wire.STATUS, conn.converted, conn.exported, time.time_ns())  # it waits for this
         for record in flushes:
             self._flush_requested(conn, record[2])
 
@@ -347,9 +365,26 @@ class Exporter:
                 sink.span_drop(counts, "queue_full")
             self._span_due = now + batch.schedule_delay_s
 
+    def _own_runtime(self) -> None:
+        """The exporter's runtime series, as the bot's own are: on the root process's producer."""
+        root = next((c.producer for c in self.connections.values() if c.pid == self.root_pid and c.producer), None)
+        if self.runtime is None or root is None:
+            return
+        records: list[tuple[Any, ...]] = []
+        for spec, attributes, read in self.runtime.series():
+            value = read()
+            if value is not None:
+                records.append((R.GAUGE, spec.name, attributes, value))
+        pauses, self._pauses = self._pauses, []
+        role = {semconv.PROCESS_ROLE: semconv.ROLE_EXPORTER}
+        records.extend((R.METRICS, ((semconv.GC_DURATION.name, seconds),),
+                        {**role, semconv.GC_GENERATION: str(generation)}) for generation, seconds in pauses)
+        self.sink.accept(root, records)
+
     def _ship_metrics(self) -> None:
         if self.metrics is None or self._collecting:
             return
+        self._own_runtime()
         snapshot = [(conn, conn.converted) for conn in self.connections.values()]
         body = self.sink.collect_metrics(time.time_ns())
         if body is None:

@@ -40,6 +40,7 @@ class SdkSink:
             trace_keep_ratio=settings.trace_keep_ratio, base_resource=base_resource, meters=self._meters,
             spans=self._queue_span, remote=True)
         self.converter.spans_full = lambda: len(self._spans) >= settings.batch.max_queue_size
+        self.redactor = self.converter.redactor
         self._last_producer: ProducerState | None = None
 
     def _meters(self, resource: Resource) -> MeterProvider:

@@ -51,6 +51,7 @@ class Channel(Protocol):
     def replace(self, wait: bool) -> int: ...
     def request_flush(self, budget: float) -> int: ...
     def wait_flushed(self, request: int, deadline: float) -> bool: ...
+    def wait_converted(self, deadline: float) -> bool: ...
     def close(self) -> None: ...
     def after_fork(self) -> None: ...
 
@@ -247,8 +248,10 @@ class Outbox:
         """Stop the janitor and hand everything over (bounded by ``timeout``); True when nothing was dropped."""
         self._stop.set()
         dropped_before = sum(self.dropped.values())
+        deadline = _monotonic() + timeout
         self._queue.append((R.CONTROL, R.OP_GOODBYE, None))
-        self.flush(block=True, deadline=_monotonic() + timeout)
+        if self.flush(block=True, deadline=deadline):
+            self.channel.wait_converted(deadline)  # read before we go: its trade lines print before our exit
         self.channel.close()
         return sum(self.dropped.values()) == dropped_before
 

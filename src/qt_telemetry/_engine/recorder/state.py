@@ -13,6 +13,7 @@ no ``init()`` ran in this process (``join``: a multiprocessing "spawn" child joi
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -57,6 +58,8 @@ class State:
         self.foreign: Callable[[], Engine | None] = lambda: None
         #: Integration registries by name (qt_telemetry._integrations).
         self.registries: dict[str, Registry] = {}
+        #: Exporter processes this process started (their handles, kept while they drain past our exit).
+        self.exporters: list[subprocess.Popen[bytes]] = []
         self._foreign_key: object = None
         self._foreign_engine: Engine | None = None
 
@@ -117,6 +120,7 @@ class State:
 
     def after_fork_in_child(self) -> None:
         self.lock = threading.Lock()
+        self.exporters = []  # the parent's children, not ours
         self.board.after_fork()
         self.orders.after_fork()
         self.breakers = {}

@@ -53,7 +53,8 @@ class ProcessChannel:
     encoded = True
 
     def __init__(self, family_dir: str, root_pid: int, key: bytes, *, settings: Settings | None,
-                 metrics_socket: socket.socket | None = None, start: bool = False) -> None:
+                 started: list[subprocess.Popen[bytes]], metrics_socket: socket.socket | None = None,
+                 start: bool = False) -> None:
         self.settings = settings  # None in a "spawn" child: it joins, it never starts an exporter
         self.family = family_dir
         self.root_pid = root_pid
@@ -62,6 +63,9 @@ class ProcessChannel:
         self.key = key
         self.address = os.path.join(family_dir, family.SOCKET_NAME)
         self._metrics_socket = metrics_socket
+        #: Every exporter this process started (the process state's list): their handles stay referenced while
+        #: they drain after our exit, and ``release_exporters`` tells ``subprocess`` not to warn about them.
+        self._started = started
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._encoder = wire.Encoder()
@@ -116,6 +120,22 @@ class ProcessChannel:
                 return False
             try:
                 select.select([sock], [], [], min(left, 0.05))
+            except (OSError, ValueError):
+                return False
+
+    def wait_converted(self, deadline: float) -> bool:
+        """Wait (until ``deadline``) for the exporter to have read and converted everything sent: at exit, so what
+        it prints (local mode's trade lines) is printed before the bot is gone."""
+        while True:
+            with self._read_lock:
+                self._pump()
+                done = self.converted >= self.sent
+                sock = self._sock
+            left = deadline - time.monotonic()
+            if done or left <= 0 or sock is None or self._dead:
+                return done
+            try:
+                select.select([sock], [], [], min(left, 0.02))
             except (OSError, ValueError):
                 return False
 
@@ -324,8 +344,8 @@ class ProcessChannel:
             os.close(config_w)
             os.close(config_r)
             listener.close()
-        _STARTED[:] = [p for p in _STARTED if p.poll() is None]
-        _STARTED.append(proc)
+        self._started[:] = [p for p in self._started if p.poll() is None]
+        self._started.append(proc)
         self._proc = proc
         tmp = os.path.join(self.family, "exporter.pid.tmp")
         with open(tmp, "w") as f:
@@ -333,15 +353,10 @@ class ProcessChannel:
         os.replace(tmp, os.path.join(self.family, "exporter.pid"))
 
 
-#: Exporter processes this process started: kept so a finished channel never drops its handle while the
-#: exporter still drains (Popen warns when collected with its child running).
-_STARTED: list[subprocess.Popen[bytes]] = []
-
-
-def release_exporters() -> None:
+def release_exporters(started: list[subprocess.Popen[bytes]]) -> None:
     """At exit: the exporters outlive us by design (they drain, then end by themselves). Tell ``subprocess`` so
     it does not warn that they are still running."""
-    for proc in _STARTED:
+    for proc in started:
         if proc.poll() is None:
             proc._child_created = False  # type: ignore[attr-defined]
-    _STARTED.clear()
+    started.clear()
