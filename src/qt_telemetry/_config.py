@@ -345,7 +345,8 @@ def resolve(environ: Mapping[str, str] | None = None, **arguments: Any) -> Setti
         shutdown_timeout_s=values["shutdown_timeout"], exporter_drain_timeout_s=values["exporter_drain_timeout"],
         metrics_host=values["metrics_host"] or "127.0.0.1",
         metrics_port=values["metrics_port"], console=console, max_label_values=values["max_label_values"],
-        log_correlation=values["log_correlation"], gc_freeze=values["gc_freeze"], slow_order_seconds=values["slow_order_seconds"],
+        log_correlation=values["log_correlation"], gc_freeze=values["gc_freeze"],
+        slow_order_seconds=values["slow_order_seconds"],
         trace_keep_ratio=values["trace_keep_ratio"], native_histograms=values["native_histograms"],
         secret_keys=values["secret_keys"], secret_patterns=values["secret_patterns"],
         secret_values=values["secret_values"], batch=_batch_settings(env), runtime_metrics=values["runtime_metrics"],
@@ -513,7 +514,8 @@ def _check_otlp_variables(env: Mapping[str, str], traces: SignalExport, metrics:
             name = f"OTEL_EXPORTER_OTLP_{signal}{file_kind}"
             path = env.get(name, "").strip()
             if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
-                raise ConfigurationError(f"{name}={show(path)}: no readable file there (a TLS {file_kind.lower()} in PEM)")
+                raise ConfigurationError(
+                    f"{name}={show(path)}: no readable file there (a TLS {file_kind.lower()} in PEM)")
     insecure = env.get("OTEL_EXPORTER_OTLP_INSECURE", "").strip()
     if insecure:
         _bool(insecure, "OTEL_EXPORTER_OTLP_INSECURE")

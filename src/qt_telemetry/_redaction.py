@@ -28,7 +28,8 @@ SECRET_FRAGMENTS: Final = (
 )
 _WORD_SPLIT: Final = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
-_PEM: Final = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)", re.DOTALL)
+_PEM: Final = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)",
+                         re.DOTALL)
 _URL_USERINFO: Final = re.compile(r"(?<=://)[^/\s@'\"]+@")
 _AUTH_SCHEME: Final = re.compile(r"(?i)\b(basic|bearer|digest|token|apikey|hmac|negotiate)(\s+)[A-Za-z0-9._~+/=-]{4,}")
 #: ``name=value`` / ``name: value``: the name is matched as a whole run of name characters (then trimmed to its last

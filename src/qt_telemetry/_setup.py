@@ -1,7 +1,7 @@
 """``init()`` once at startup, ``shutdown()`` (or just exiting) at the end, ``force_flush()`` when you must know.
 
-``init()`` validates every setting, picks the engine (see :mod:`qt_telemetry._engine.recorder.engines`), installs what the rest of
-the process needs (a tracer provider for other instrumentation, log correlation, exit and fork handlers) and
+``init()`` validates every setting, picks the engine (see :mod:`qt_telemetry._engine`), installs what the rest
+of the process needs (a tracer provider for other instrumentation, log correlation, exit and fork handlers) and
 returns at once: the exporter process starts in the background. Exiting never waits on the network: what is
 recorded is handed to the exporter, which exports it after the trading process is gone.
 """

@@ -11,8 +11,6 @@ from __future__ import annotations
 import glob
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time

@@ -23,9 +23,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import qt_telemetry as qt
 from qt_telemetry import semconv
 from qt_telemetry._engine.exporter.console import TraceSummaryExporter
-from tests.support.servers import REPO
 from qt_telemetry._engine.recorder.state import STATE
 from tests.support.polling import wait_until
+from tests.support.servers import REPO
 
 pytestmark = pytest.mark.usefixtures("clean_globals")
 

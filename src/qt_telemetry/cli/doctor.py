@@ -172,8 +172,8 @@ class Doctor:
                 ok = resp.status == 200
         except (urllib.error.URLError, OSError) as exc:
             return self.record("Prometheus reachable", False,
-                               f"{self.prometheus} does not answer ({getattr(exc, 'reason', exc)}); fix: `docker compose "
-                               "up -d prometheus` or pass --prometheus-url")
+                               f"{self.prometheus} does not answer ({getattr(exc, 'reason', exc)}); "
+                               "fix: `docker compose up -d prometheus` or pass --prometheus-url")
         return self.record("Prometheus reachable", ok, self.prometheus if ok else "not ready yet; retry in a minute")
 
     def exemplar_storage_on(self) -> bool:
@@ -318,8 +318,8 @@ class Doctor:
                                f"set exemplarTraceIdDestinations name to '{self.exemplar_label}'")
         if not any(link.get("datasourceUid") in tempo_uids for link in links):
             return self.record("Grafana exemplar link", False,
-                               f"the exemplar link targets {[l.get('datasourceUid') for l in links]}, not a Tempo "
-                               f"datasource ({sorted(u for u in tempo_uids if u)})")
+                               f"the exemplar link targets {[link.get('datasourceUid') for link in links]}, "
+                               f"not a Tempo datasource ({sorted(u for u in tempo_uids if u)})")
         return self.record("Grafana exemplar link", True,
                            f"'{self.exemplar_label or 'trace_id'}' opens Tempo (checked in {path})")
 

@@ -28,12 +28,13 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from qt_telemetry import semconv
 from qt_telemetry._config import Settings
 from qt_telemetry._engine.exporter.console import TradeSummary, view_of_record
 from qt_telemetry._engine.exporter.sender import Sender, transport
-from qt_telemetry import semconv
 from qt_telemetry._engine.resource import base_resource
 from qt_telemetry._engine.runtime import GcPauses, RuntimeSampler
 from qt_telemetry._engine.transport import family, wire
@@ -355,14 +356,8 @@ class Exporter:
             if taken is None:
                 return
             body, counts = taken
-            sink = self.sink
-
-            def done(ok: bool, counts: dict[Any, int] = counts) -> None:
-                if not ok:
-                    sink.span_drop(counts, "export_failed")
-
-            if not self.spans.submit(body, done):
-                sink.span_drop(counts, "queue_full")
+            if not self.spans.submit(body, _span_outcome(self.sink, counts)):
+                self.sink.span_drop(counts, "queue_full")
             self._span_due = now + batch.schedule_delay_s
 
     def _own_runtime(self) -> None:
@@ -436,6 +431,15 @@ class Exporter:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self.family_dir, "exporter.pid"))
                 os.rmdir(self.family_dir)
+
+
+def _span_outcome(sink: Any, counts: dict[Any, int]) -> Callable[[bool], None]:
+    """What a span request's sender reports back: a failure is every span in it dropped, counted per producer."""
+    def done(ok: bool) -> None:
+        if not ok:
+            sink.span_drop(counts, "export_failed")
+
+    return done
 
 
 def _hung_up(sock: socket.socket) -> bool:

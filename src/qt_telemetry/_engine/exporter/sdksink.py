@@ -82,7 +82,7 @@ class SdkSink:
 
     def collect_metrics(self, now_ns: int) -> bytes | None:
         resource_metrics: list[Any] = []
-        for producer, (_, reader) in list(self._readers.items()):
+        for _, reader in list(self._readers.values()):
             data = reader.get_metrics_data()
             if data is not None:
                 resource_metrics.extend(data.resource_metrics)

@@ -168,7 +168,8 @@ class RecordingProcessor(SpanProcessor):
             links = [(link.context.trace_id.to_bytes(16, "big"), link.context.span_id.to_bytes(8, "big"))
                      for link in span.links] or None
             self._emit((R.SPAN, span.name, span.kind.value, ctx.trace_id.to_bytes(16, "big"),
-                        ctx.span_id.to_bytes(8, "big"), parent.span_id.to_bytes(8, "big") if parent is not None else None,
+                        ctx.span_id.to_bytes(8, "big"),
+                        parent.span_id.to_bytes(8, "big") if parent is not None else None,
                         bool(parent and parent.is_remote), True,
                         span.start_time or 0, span.end_time or 0, span.status.status_code.value,
                         span.status.description, clean_attributes(span.attributes or {}),

@@ -40,7 +40,8 @@ class HeadSampler:
     def _default_delegates(self) -> bool:
         s: Any = self.sampler
         return (s._remote_parent_sampled is sampling.ALWAYS_ON and s._remote_parent_not_sampled is sampling.ALWAYS_OFF
-                and s._local_parent_sampled is sampling.ALWAYS_ON and s._local_parent_not_sampled is sampling.ALWAYS_OFF)
+                and s._local_parent_sampled is sampling.ALWAYS_ON
+                and s._local_parent_not_sampled is sampling.ALWAYS_OFF)
 
     def decide(self, trace_id: int, parent_sampled: bool | None, name: str, kind: SpanKind,
                parent_context: Any = None) -> tuple[bool, TraceState | None]:

@@ -138,7 +138,7 @@ class SpanScope(trace.Span):
         """Hook for subclasses: work that can wait until the record is made, off the trading thread."""
 
     def record(self) -> tuple[Any, ...]:
-        """This span as a SPAN record (see :mod:`qt_telemetry._engine.transport.records`); called once, after :meth:`close`."""
+        """This span as a SPAN record (:mod:`qt_telemetry._engine.transport.records`); once, after :meth:`close`."""
         self.finalize()
         state = self.trace_state
         links = self.links

@@ -1,5 +1,6 @@
 """One way to trace a callable: sync, ``async``, generators and async generators, methods, partials and callable
-objects, all through :class:`~qt_telemetry._engine.recorder.scope.SpanScope` and wrapt (which keeps the signature and binding).
+objects, all through :class:`~qt_telemetry._engine.recorder.scope.SpanScope` and wrapt (which keeps the signature
+and binding).
 
 The wrapper's contract: the user's arguments, return value, yielded values and exceptions pass through as the
 very same objects; the span is closed exactly once whatever happens; nothing of ours ever raises into the call.
@@ -48,7 +49,7 @@ def inside_descriptor(fn: Any, decorate: Callable[[Any], Any]) -> Any:
 
 def call_kind(fn: Any) -> str:
     """``sync``, ``async``, ``generator`` or ``async_generator`` — for functions, partials and callable objects."""
-    targets = [fn, getattr(fn, "func", None), getattr(type(fn), "__call__", None)]
+    targets = [fn, getattr(fn, "func", None), type(fn).__dict__.get("__call__")]
     for target in targets:
         if target is None:
             continue
@@ -191,7 +192,7 @@ def _traced_generator(gen: Generator[Any, Any, Any], start: Callable[[], CallSco
                 scope.close(exc)
             gen.close()
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - thrown into the user's generator, which decides
             to_throw = exc
 
 
@@ -226,5 +227,5 @@ async def _traced_async_generator(gen: AsyncGenerator[Any, Any], start: Callable
                 scope.close(exc)
             await gen.aclose()
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - thrown into the user's generator, which decides
             to_throw = exc
