@@ -120,6 +120,44 @@ BOT = textwrap.dedent(r"""
                     os._exit(0)
             os.waitpid(pid, 0)
             reply(child=pid)
+        elif op == "fairness":  # one side floods, the other places a few orders: do the few get through?
+            import threading
+            stop = threading.Event()
+            flooder_is_parent = cmd["flooder"] == "parent"
+
+            def flood_until_stopped():
+                while not stop.is_set():
+                    for _ in range(100):
+                        place("FLOOD", "buy", 1)
+
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    if flooder_is_parent:
+                        for _ in range(cmd["n"]):
+                            place("CHILD-FEW", "buy", 1)
+                        qt.force_flush(10)
+                    else:
+                        deadline = time.monotonic() + cmd["seconds"]
+                        while time.monotonic() < deadline:
+                            for _ in range(100):
+                                place("FLOOD", "buy", 1)
+                        qt.shutdown(5)
+                finally:
+                    os._exit(0)
+            if flooder_is_parent:
+                flooder = threading.Thread(target=flood_until_stopped)
+                flooder.start()
+                os.waitpid(pid, 0)
+                time.sleep(0.5)
+                stop.set()
+                flooder.join()
+            else:
+                time.sleep(0.5)  # the child is flooding
+                for _ in range(cmd["n"]):
+                    place("PARENT-FEW", "buy", 1)
+                os.waitpid(pid, 0)
+            reply(done=True)
         elif op == "fork_workers":
             for _ in range(cmd["n"]):
                 pid = os.fork()
@@ -141,8 +179,15 @@ BOT = textwrap.dedent(r"""
             reply(done=True)
         elif op == "shutdown":
             start = time.monotonic()
+            outbox = getattr(STATE.engine, "outbox", None)
+            before = dict(outbox.dropped) if outbox is not None else {}
+            ch = outbox.channel if outbox is not None else None
+            state = {"dead": getattr(ch, "_dead", None), "sock": getattr(ch, "_sock", None) is not None,
+                     "closed": getattr(ch, "_closed", None), "sent": getattr(ch, "sent", None),
+                     "converted": getattr(ch, "converted", None), "pid": getattr(ch, "exporter_pid", None)}
             ok = qt.shutdown(cmd.get("timeout", 2.0))
-            reply(ok=ok, seconds=time.monotonic() - start)
+            reply(ok=ok, seconds=time.monotonic() - start, dropped_before=before, channel=state,
+                  dropped_after=dict(outbox.dropped) if outbox is not None else {})
         elif op == "quit":
             reply(bye=True)
             break

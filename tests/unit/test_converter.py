@@ -52,7 +52,7 @@ def _converter(reader: InMemoryMetricReader, spans: list | None = None) -> Conve
     provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     return Converter(redactor=Redactor(), max_label_values=100, slow_order_seconds=0.5, trace_keep_ratio=1.0,
                      base_resource=Resource.create({}), meters=lambda _resource: provider,
-                     spans=spans.append if spans is not None else None, remote=True)
+                     spans=(lambda _producer, span: spans.append(span)) if spans is not None else None, remote=True)
 
 
 def _points(reader: InMemoryMetricReader, name: str) -> list:  # type: ignore[type-arg]

@@ -16,7 +16,6 @@ reservoir), both sides draw from the same deterministic function of the same arg
 
 from __future__ import annotations
 
-import collections
 import struct
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,6 +41,7 @@ from qt_telemetry._engine.exporter.convert import Converter, ProducerState
 from qt_telemetry._engine.exporter.lean import LeanConverter, LeanProducer
 from qt_telemetry._engine.exporter.pipeline import exemplar_filter, temporality, views
 from qt_telemetry._engine.exporter.rules import KEEP_EVENTS
+from qt_telemetry._engine.exporter.spanqueue import FairQueue
 from qt_telemetry._engine.transport import records as R
 from qt_telemetry._redaction import Redactor
 
@@ -83,7 +83,7 @@ class SdkPath:
 
     def __init__(self, s: _config.Settings) -> None:
         self.settings = s
-        self.queue: collections.deque[ReadableSpan] = collections.deque()
+        self.queue: FairQueue[ProducerState, ReadableSpan] = FairQueue(s.batch.max_queue_size)
         #: By the resource's id: a process that comes back after retiring has an equal resource, not the same.
         self.readers: dict[int, tuple[MeterProvider, InMemoryMetricReader]] = {}
         self.retired: list[ProducerState] = []
@@ -91,8 +91,13 @@ class SdkPath:
         self.converter = Converter(
             redactor=Redactor(s.secret_keys, s.secret_patterns, s.secret_values), max_label_values=s.max_label_values,
             slow_order_seconds=s.slow_order_seconds, trace_keep_ratio=s.trace_keep_ratio, base_resource=BASE,
-            meters=self._meters, spans=self.queue.append, remote=True)
-        self.converter.spans_full = lambda: len(self.queue) >= s.batch.max_queue_size
+            meters=self._meters, spans=self._queue_span, remote=True)
+        self.converter.spans_full = lambda producer: not self.queue.admits(producer)
+
+    def _queue_span(self, producer: ProducerState, span: ReadableSpan) -> None:
+        shed = self.queue.put(producer, span)
+        if shed is not None:
+            shed.drop("spans", "queue_full", 1)
 
     def _meters(self, resource: Resource) -> MeterProvider:
         reader = InMemoryMetricReader(preferred_temporality=temporality(self.settings))
@@ -124,7 +129,7 @@ class SdkPath:
         self.restarted.add(tuple(state.resource.attributes.items()))
 
     def take(self, max_spans: int) -> tuple[bytes, int] | None:
-        batch = [self.queue.popleft() for _ in range(min(max_spans, len(self.queue)))]
+        batch = [span for _, span in self.queue.take(max_spans)]
         return (encode_spans(batch).SerializeToString(), len(batch)) if batch else None
 
     def span_drop(self, counts: Mapping[ProducerState, int], reason: str) -> None:

@@ -170,7 +170,7 @@ class Converter:
 
     def __init__(self, *, redactor: Redactor, max_label_values: int, slow_order_seconds: float,
                  trace_keep_ratio: float, base_resource: Resource, meters: Callable[[Resource], MeterProvider],
-                 spans: Callable[[ReadableSpan], None] | None, remote: bool) -> None:
+                 spans: Callable[[ProducerState, ReadableSpan], None] | None, remote: bool) -> None:
         self.redactor = redactor
         self.text = rules.redacted(redactor)
         self.settings_max_labels = max_label_values
@@ -185,7 +185,7 @@ class Converter:
         self._scopes: dict[tuple[Any, ...], InstrumentationScope] = {}
         self.lock = threading.Lock()
         #: Set by the pipeline when spans go to a bounded queue.
-        self.spans_full: Callable[[], bool] = lambda: False
+        self.spans_full: Callable[[ProducerState], bool] = lambda producer: False
 
     # --- producers --------------------------------------------------------------------------------------
     def producer(self, pid: int, instance_id: str) -> ProducerState:
@@ -269,7 +269,7 @@ class Converter:
             return
         if self._spans is None:
             return
-        if self.spans_full():  # the collector is down: count the drop, do not build what cannot be sent
+        if self.spans_full(producer):  # the queue is full (the collector is down): do not build what goes
             producer.drop("spans", "queue_full", 1)
             return
         flags = _SAMPLED
@@ -280,7 +280,7 @@ class Converter:
             if parent_id is not None else None
         links = [Link(SpanContext(int.from_bytes(t, "big"), int.from_bytes(s, "big"), False, flags))
                  for t, s in record[R.S_LINKS] or ()]
-        self._spans(ReadableSpan(
+        self._spans(producer, ReadableSpan(
             name, context, parent, producer.resource, attributes, events, links, SpanKind(record[R.S_KIND]),
             status=status, start_time=record[R.S_START], end_time=record[R.S_END],
             instrumentation_scope=self._scope(rules.scope_key(record[R.S_SCOPE]))))

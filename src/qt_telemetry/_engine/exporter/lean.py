@@ -32,7 +32,6 @@ fail delivery after its last collection reports once more.
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import struct
@@ -56,6 +55,7 @@ from qt_telemetry._engine.exporter.aggregate import (
     gauge_points,
 )
 from qt_telemetry._engine.exporter.exemplars import ALWAYS_ON, TRACE_BASED, Exemplar
+from qt_telemetry._engine.exporter.spanqueue import FairQueue
 from qt_telemetry._engine.transport import records as R
 from qt_telemetry._redaction import Redactor
 from qt_telemetry._values import MAX_STRING, current_number
@@ -254,9 +254,7 @@ class LeanConverter:
         self.lock = threading.RLock()
         self._filter = settings.exemplar_filter
         self._retired: list[LeanProducer] = []
-        self._queue: collections.deque[tuple[LeanProducer, _Scope, bytes]] = collections.deque()
-        self._queued_bytes = 0
-        self._max_queue = settings.batch.max_queue_size
+        self._queue: FairQueue[LeanProducer, tuple[_Scope, bytes]] = FairQueue(settings.batch.max_queue_size, _MAX_QUEUE_BYTES)
         #: Raw attribute key -> (exported key or None, error, encoded key field, encoded values by string value).
         self._keys: dict[Any, _Key] = {}
         self._fills: dict[str, int] = {}
@@ -372,15 +370,17 @@ class LeanConverter:
                                                                                                     self.text))
         events = [otlp.event(timestamp, rules.utf8(event_name), self._attributes(producer, event_attributes, True)[0])
                   for event_name, timestamp, event_attributes in raw_events] if raw_events else ()
-        if len(self._queue) >= self._max_queue or self._queued_bytes >= _MAX_QUEUE_BYTES:
+        if not self._queue.admits(producer):
             producer.drop("spans", "queue_full", 1)
             return
         links = [otlp.link(t, s) for t, s in raw_links] if raw_links else ()
         encoded = otlp.field(b"\x12", otlp.span(
             trace_id, span_id, self._trace_state(state), parent_id, self._names[name], kind, start, end, fields,
             events, links, status, parent_id is not None and remote))
-        self._queue.append((producer, _OUR_SCOPE if raw_scope is None else self._scope(raw_scope), encoded))
-        self._queued_bytes += len(encoded)
+        shed = self._queue.put(producer, (_OUR_SCOPE if raw_scope is None else self._scope(raw_scope), encoded),
+                               len(encoded))
+        if shed is not None:
+            shed.drop("spans", "queue_full", 1)
 
     # --- attributes -------------------------------------------------------------------------------------
     def text(self, value: str) -> str:
@@ -541,10 +541,8 @@ class LeanConverter:
             groups: dict[tuple[bytes, str | None], dict[tuple[str, str | None, str], tuple[_Scope, list[bytes]]]]
             groups = {}
             counts: dict[LeanProducer, int] = {}
-            for _ in range(count):
-                producer, scope, encoded = self._queue.popleft()
+            for producer, (scope, encoded) in self._queue.take(count):
                 counts[producer] = counts.get(producer, 0) + 1
-                self._queued_bytes -= len(encoded)
                 scopes = groups.get(producer.group)
                 if scopes is None:
                     scopes = groups[producer.group] = {}

@@ -84,14 +84,19 @@ class Pipeline:
         exporters = list(span_exporters) if span_exporters is not None else self._span_exporters()
         self.shipper = SpanShipper(exporters, settings.batch, self._span_drops) if exporters and span_sink is None \
             else None
-        sink = span_sink if span_sink is not None else (self.shipper.put if self.shipper is not None else None)
+        shipper = self.shipper
+        sink: Callable[[Any, ReadableSpan], None] | None = None
+        if span_sink is not None:
+            sink = lambda _producer, span: span_sink(span)  # noqa: E731 - one process: no fairness to keep
+        elif shipper is not None:
+            sink = lambda _producer, span: shipper.put(span)  # noqa: E731
         self.converter = Converter(
             redactor=Redactor(settings.secret_keys, settings.secret_patterns, settings.secret_values),
             max_label_values=settings.max_label_values, slow_order_seconds=settings.slow_order_seconds,
             trace_keep_ratio=settings.trace_keep_ratio, base_resource=base_resource(settings),
             meters=meters or self._meter_provider, spans=sink, remote=remote)
-        if self.shipper is not None and span_sink is None:
-            self.converter.spans_full = self.shipper.full
+        if shipper is not None and span_sink is None:
+            self.converter.spans_full = lambda _producer: shipper.full()
 
     # --- exporters --------------------------------------------------------------------------------------
     def _span_exporters(self) -> list[SpanExporter]:

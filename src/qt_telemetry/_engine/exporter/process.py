@@ -348,7 +348,7 @@ class Exporter:
             while self.sink.take_spans(batch.max_export_batch_size) is not None:
                 pass  # traces are off: nothing is kept
             return
-        while True:
+        while self.spans.room():
             queued = self.sink.queued_spans()
             if not queued or not (everything or now >= self._span_due or queued >= batch.max_export_batch_size):
                 return

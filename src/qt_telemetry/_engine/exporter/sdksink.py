@@ -8,7 +8,6 @@ per producing process when the loop asks, spans wait in a bounded queue until th
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from qt_telemetry._config import Settings
 from qt_telemetry._engine.exporter.convert import Converter, ProducerState
 from qt_telemetry._engine.exporter.pipeline import views
+from qt_telemetry._engine.exporter.spanqueue import FairQueue
 from qt_telemetry._redaction import Redactor
 
 
@@ -31,7 +31,7 @@ class SdkSink:
     def __init__(self, settings: Settings, *, base_resource: Resource) -> None:
         self.settings = settings
         self._readers: dict[ProducerState, tuple[MeterProvider, InMemoryMetricReader]] = {}
-        self._spans: collections.deque[tuple[ProducerState, ReadableSpan]] = collections.deque()
+        self._spans: FairQueue[ProducerState, ReadableSpan] = FairQueue(settings.batch.max_queue_size)
         self._owner: dict[int, ProducerState] = {}
         self._retired: list[ProducerState] = []
         self.converter = Converter(
@@ -39,9 +39,8 @@ class SdkSink:
             max_label_values=settings.max_label_values, slow_order_seconds=settings.slow_order_seconds,
             trace_keep_ratio=settings.trace_keep_ratio, base_resource=base_resource, meters=self._meters,
             spans=self._queue_span, remote=True)
-        self.converter.spans_full = lambda: len(self._spans) >= settings.batch.max_queue_size
+        self.converter.spans_full = lambda producer: not self._spans.admits(producer)
         self.redactor = self.converter.redactor
-        self._last_producer: ProducerState | None = None
 
     def _meters(self, resource: Resource) -> MeterProvider:
         reader = InMemoryMetricReader()
@@ -56,18 +55,18 @@ class SdkSink:
             self._readers[state] = self._pending_reader
         return state
 
-    def _queue_span(self, span: ReadableSpan) -> None:
-        assert self._last_producer is not None
-        self._spans.append((self._last_producer, span))
+    def _queue_span(self, producer: ProducerState, span: ReadableSpan) -> None:
+        shed = self._spans.put(producer, span)
+        if shed is not None:
+            shed.drop("spans", "queue_full", 1)
 
     def accept(self, producer: ProducerState, records: Sequence[tuple[Any, ...]]) -> None:
-        self._last_producer = producer
         self.converter.accept(producer, records)
 
     def take_spans(self, max_spans: int) -> tuple[bytes, dict[Any, int]] | None:
-        if not self._spans:
+        batch = self._spans.take(max_spans)
+        if not batch:
             return None
-        batch = [self._spans.popleft() for _ in range(min(max_spans, len(self._spans)))]
         counts: dict[Any, int] = {}
         for producer, _ in batch:
             counts[producer] = counts.get(producer, 0) + 1

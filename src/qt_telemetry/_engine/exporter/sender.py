@@ -239,6 +239,11 @@ class Sender:
     def idle(self) -> bool:
         return not self._queue and not self.busy
 
+    def room(self) -> bool:
+        """Whether a request submitted now would be kept: while it is not, spans wait in the exporter's fair
+        queue (where a flooding process sheds its own) instead of being taken and dropped by the batch."""
+        return len(self._queue) < self.max_pending
+
     def _run(self) -> None:
         while True:
             with self._wake:

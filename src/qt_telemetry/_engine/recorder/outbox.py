@@ -159,6 +159,12 @@ class Outbox:
             if reason != "full" or deadline is None or _monotonic() >= deadline:
                 break
             time.sleep(0.002)  # only ever at shutdown/flush: the exporter is catching up
+        if reason == "too_large":  # bigger than the connection's buffer: in halves, down to one record
+            if len(records) == 1:
+                self.count("records/too_large", 1)
+                return None
+            half = len(records) // 2
+            return self._send(records[:half], deadline) or self._send(records[half:], deadline)
         if reason is None:
             self._sequence += 1
         return reason

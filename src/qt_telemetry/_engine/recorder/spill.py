@@ -113,8 +113,8 @@ class Spill:
         values, self._values = self._values, {}
         self._held = 0
         for (name, labels), held in values.items():
-            for start in range(0, len(held), 8192):  # messages stay small
-                yield (R.PREAGG, name, dict(labels), held[start:start + 8192].tobytes())
+            for start in range(0, len(held), 1024):  # 8 KiB each: a batch of them fits any connection buffer
+                yield (R.PREAGG, name, dict(labels), held[start:start + 1024].tobytes())
         gauges, self._gauges = self._gauges, {}
         yield from gauges.values()
 

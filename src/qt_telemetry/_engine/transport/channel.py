@@ -17,6 +17,7 @@ returned to be counted as lost.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -95,7 +96,9 @@ class ProcessChannel:
         except BlockingIOError:
             self.refused += 1
             return "full"
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:
+                return "too_large"  # larger than this connection's buffer: the outbox sends it in halves
             self._dead = True
             return "exporter_down"
         self.sent += len(records)
@@ -173,16 +176,18 @@ class ProcessChannel:
         ``wait`` (called on a trading thread) the family lock is only tried, never waited for."""
         if self._closed:
             return 0
-        lost = max(0, self.sent - self.exported)
+        unconfirmed = max(0, self.sent - self.exported)
         old = self.exporter_pid or self._pid_file()[0]
         wedged, self._wedged = self._wedged, False
+        lost = 0
         self._close_socket()
         with family.locked(self.family, 5.0 if wait else 0.0) as mine:
             current, _ = self._pid_file()
             serving = current is not None and family.state_of(current) not in (None, "Z", "X", "T", "t")
             if current == old and serving and not wedged:
-                pass  # it lives and was not judged wedged (our connection alone was lost): connect again
+                pass  # it lives and was not judged wedged (our connection alone was lost; it exports what it got)
             elif not serving or (current == old and wedged):
+                lost = unconfirmed  # it is gone or will be: what it never confirmed exporting is lost
                 if not mine or self.settings is None:  # a relative is on it, or we cannot start one: later
                     self._reset_connection_state()
                     self._dead = True

@@ -1,0 +1,100 @@
+"""The exporter's span queue: bounded, first in first out, and fair between the processes that fill it.
+
+When a bot's parent floods while its forked workers trade a little (or the reverse), the queue is full of the
+flooder's spans; a plain bounded queue would then refuse every newcomer, and the quiet processes would lose all
+their spans to someone else's load. Here a full queue makes room by dropping the oldest span of the process
+holding the most, unless the newcomer's own process is that one: a quiet process keeps its spans, the flooder
+sheds its detail (counted, like every drop, on the process that lost it). Both exporter paths use it, so the
+differential test holds them to the same choices.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+O = TypeVar("O", bound=Hashable)
+T = TypeVar("T")
+
+
+class _Entry(Generic[O, T]):
+    __slots__ = ("item", "owner", "size")
+
+    def __init__(self, owner: O, item: T | None, size: int) -> None:
+        self.owner, self.item, self.size = owner, item, size
+
+
+class FairQueue(Generic[O, T]):
+    """Items with an owner (a producing process) and a size; see the module docstring for what full means."""
+
+    def __init__(self, max_items: int, max_bytes: float = float("inf")) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._items: collections.deque[_Entry[O, T]] = collections.deque()  # item None: dropped to keep the bound
+        self._held: dict[O, int] = {}
+        self._count = 0
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _full(self, size: int) -> bool:
+        del size  # the bound is checked before an item, so one item larger than it still fits an empty queue
+        return self._count >= self.max_items or self._bytes >= self.max_bytes
+
+    def _largest(self) -> tuple[O | None, int]:
+        return max(self._held.items(), key=lambda kv: kv[1], default=(None, 0))
+
+    def admits(self, owner: O, size: int = 0) -> bool:
+        """Whether ``put`` would keep an item of ``owner`` (ask before building an item that would be dropped)."""
+        if not self._full(size):
+            return True
+        largest, held = self._largest()
+        return largest is not None and largest != owner and self._held.get(owner, 0) < held
+
+    def put(self, owner: O, item: T, size: int = 0) -> O | None:
+        """Queue ``item``; returns the owner whose item was dropped to keep the bound (None when nothing was)."""
+        if self._full(size):
+            largest, held = self._largest()
+            if largest is None or largest == owner or self._held.get(owner, 0) >= held:
+                return owner
+            self._evict_oldest(largest)
+            self._items.append(_Entry(owner, item, size))
+            self._held[owner] = self._held.get(owner, 0) + 1
+            self._count += 1
+            self._bytes += size
+            return largest
+        self._items.append(_Entry(owner, item, size))
+        self._held[owner] = self._held.get(owner, 0) + 1
+        self._count += 1
+        self._bytes += size
+        return None
+
+    def _evict_oldest(self, owner: O) -> None:
+        for entry in self._items:  # the flooder's oldest is near the head: a short walk
+            if entry.item is not None and entry.owner == owner:
+                entry.item = None
+                self._release(owner, entry.size)
+                return
+
+    def _release(self, owner: O, size: int) -> None:
+        left = self._held[owner] - 1
+        if left:
+            self._held[owner] = left
+        else:
+            del self._held[owner]
+        self._count -= 1
+        self._bytes -= size
+
+    def take(self, n: int) -> list[tuple[O, T]]:
+        """Up to ``n`` items, oldest first."""
+        out: list[tuple[O, T]] = []
+        items = self._items
+        while items and len(out) < n:
+            entry = items.popleft()
+            if entry.item is None:
+                continue
+            self._release(entry.owner, entry.size)
+            out.append((entry.owner, entry.item))
+        return out
