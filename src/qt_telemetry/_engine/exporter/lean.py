@@ -254,7 +254,8 @@ class LeanConverter:
         self.lock = threading.RLock()
         self._filter = settings.exemplar_filter
         self._retired: list[LeanProducer] = []
-        self._queue: FairQueue[LeanProducer, tuple[_Scope, bytes]] = FairQueue(settings.batch.max_queue_size, _MAX_QUEUE_BYTES)
+        self._queue: FairQueue[LeanProducer, tuple[_Scope, bytes]] = FairQueue(settings.batch.max_queue_size,
+                                                                              _MAX_QUEUE_BYTES)
         #: Raw attribute key -> (exported key or None, error, encoded key field, encoded values by string value).
         self._keys: dict[Any, _Key] = {}
         self._fills: dict[str, int] = {}

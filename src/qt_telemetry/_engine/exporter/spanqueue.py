@@ -14,25 +14,25 @@ import collections
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-O = TypeVar("O", bound=Hashable)
+OwnerT = TypeVar("OwnerT", bound=Hashable)
 T = TypeVar("T")
 
 
-class _Entry(Generic[O, T]):
+class _Entry(Generic[OwnerT, T]):
     __slots__ = ("item", "owner", "size")
 
-    def __init__(self, owner: O, item: T | None, size: int) -> None:
+    def __init__(self, owner: OwnerT, item: T | None, size: int) -> None:
         self.owner, self.item, self.size = owner, item, size
 
 
-class FairQueue(Generic[O, T]):
+class FairQueue(Generic[OwnerT, T]):
     """Items with an owner (a producing process) and a size; see the module docstring for what full means."""
 
     def __init__(self, max_items: int, max_bytes: float = float("inf")) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
-        self._items: collections.deque[_Entry[O, T]] = collections.deque()  # item None: dropped to keep the bound
-        self._held: dict[O, int] = {}
+        self._items: collections.deque[_Entry[OwnerT, T]] = collections.deque()  # item None: dropped to keep the bound
+        self._held: dict[OwnerT, int] = {}
         self._count = 0
         self._bytes = 0
 
@@ -43,17 +43,17 @@ class FairQueue(Generic[O, T]):
         del size  # the bound is checked before an item, so one item larger than it still fits an empty queue
         return self._count >= self.max_items or self._bytes >= self.max_bytes
 
-    def _largest(self) -> tuple[O | None, int]:
+    def _largest(self) -> tuple[OwnerT | None, int]:
         return max(self._held.items(), key=lambda kv: kv[1], default=(None, 0))
 
-    def admits(self, owner: O, size: int = 0) -> bool:
+    def admits(self, owner: OwnerT, size: int = 0) -> bool:
         """Whether ``put`` would keep an item of ``owner`` (ask before building an item that would be dropped)."""
         if not self._full(size):
             return True
         largest, held = self._largest()
         return largest is not None and largest != owner and self._held.get(owner, 0) < held
 
-    def put(self, owner: O, item: T, size: int = 0) -> O | None:
+    def put(self, owner: OwnerT, item: T, size: int = 0) -> OwnerT | None:
         """Queue ``item``; returns the owner whose item was dropped to keep the bound (None when nothing was)."""
         if self._full(size):
             largest, held = self._largest()
@@ -71,14 +71,14 @@ class FairQueue(Generic[O, T]):
         self._bytes += size
         return None
 
-    def _evict_oldest(self, owner: O) -> None:
+    def _evict_oldest(self, owner: OwnerT) -> None:
         for entry in self._items:  # the flooder's oldest is near the head: a short walk
             if entry.item is not None and entry.owner == owner:
                 entry.item = None
                 self._release(owner, entry.size)
                 return
 
-    def _release(self, owner: O, size: int) -> None:
+    def _release(self, owner: OwnerT, size: int) -> None:
         left = self._held[owner] - 1
         if left:
             self._held[owner] = left
@@ -87,9 +87,9 @@ class FairQueue(Generic[O, T]):
         self._count -= 1
         self._bytes -= size
 
-    def take(self, n: int) -> list[tuple[O, T]]:
+    def take(self, n: int) -> list[tuple[OwnerT, T]]:
         """Up to ``n`` items, oldest first."""
-        out: list[tuple[O, T]] = []
+        out: list[tuple[OwnerT, T]] = []
         items = self._items
         while items and len(out) < n:
             entry = items.popleft()
