@@ -46,6 +46,7 @@ _AUTH_HINT: Final = re.compile(r"(?i)basic|bearer|digest|token|apikey|hmac|negot
 _JWT: Final = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _AWS_KEY: Final = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 _LONG_TOKEN: Final = re.compile(r"(?<![A-Za-z0-9+_-])[A-Za-z0-9+_-]{36,}={0,2}(?![A-Za-z0-9+=_-])")
+_UUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _CACHE_LIMIT: Final = 4096
 #: Texts up to this long are cached: every string the trading side keeps (``_values.MAX_STRING``), so a value that
 #: repeats (20,000 references to one 512-character string in an attribute) is scrubbed once.
@@ -166,7 +167,15 @@ class Redactor:
 
 
 def _long_token(match: re.Match[str]) -> str:
+    """A long random-looking token is redacted; an identifier is not: a canonical UUID (an instance id, a client
+    order id, freqtrade's dry-run order ids) is judged by what is left around it. A secret that happens to be a
+    UUID (some venues' API keys) is redacted as an exact value: the integrations register the keys they see."""
     token = match.group(0)
+    if "-" in token:
+        rest = _UUID.sub("", token)
+        if rest != token:
+            long_and_mixed = len(rest) >= 36 and any(c.isdigit() for c in rest) and any(c.isalpha() for c in rest)
+            return MARKER if long_and_mixed else token
     has_digit = any(c.isdigit() for c in token)
     has_alpha = any(c.isalpha() for c in token)
     return MARKER if has_digit and has_alpha else token

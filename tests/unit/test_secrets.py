@@ -125,3 +125,16 @@ def test_a_repeated_long_value_is_scrubbed_once() -> None:
     value = "x" * 495 + " password=hunter2"  # as long as the trading side keeps (512 characters)
     outs = {redactor.text(value) for _ in range(20_000)}
     assert len(scrubbed) == 1 and len(outs) == 1 and "hunter2" not in outs.pop()
+
+
+def test_identifiers_that_are_uuids_stay_readable_and_secrets_around_them_do_not() -> None:
+    """A UUID is an identifier (an instance id, a client order id, freqtrade's dry-run order id), not a random
+    token: redacting it hid every bot's ``service_instance_id`` and every dry-run order id. A secret next to one
+    is still redacted, and a key that is a UUID is redacted as the exact value the integrations register."""
+    uuid = "3f2b6c1e-9a4d-4e2b-8c1f-0a9b8c7d6e5f"
+    redactor = Redactor(values=["0c8d7e6f-5a4b-4c3d-9e2f-1a0b9c8d7e6f"])
+    assert redactor.text(uuid) == uuid
+    assert redactor.text(f"dry_run_buy_BTC/USDT_{uuid}") == f"dry_run_buy_BTC/USDT_{uuid}"
+    assert redactor.text(f"{uuid} token=abc123def") == f"{uuid} token={MARKER}"
+    assert redactor.text(f"x{'a1' * 20}{uuid}") == MARKER
+    assert redactor.text("key 0c8d7e6f-5a4b-4c3d-9e2f-1a0b9c8d7e6f used") == f"key {MARKER} used"
