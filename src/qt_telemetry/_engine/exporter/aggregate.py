@@ -191,14 +191,8 @@ class ObservedSums:
             return None
         monotonic = spec.kind == "counter"
         delta = self.delta and monotonic
-        last: dict[Labels, tuple[float, SampledReservoir | None]] = {}
-        for labels, value in observations:
-            reservoir = last[labels][1] if labels in last else (SampledReservoir(1) if exemplars else None)
-            if reservoir is not None:
-                reservoir.offer(Exemplar(value, now_ns, None, None))
-            last[labels] = (value, reservoir)
         points: list[tuple[Labels, Point]] = []
-        for labels, (value, reservoir) in last.items():
+        for labels, (value, reservoir) in _last_observed(observations, now_ns, exemplars).items():
             key = (spec.name, labels)
             start = self._start.setdefault(key, now_ns)
             reported = value
@@ -217,13 +211,20 @@ def gauge_points(spec: semconv.MetricSpec, observations: Sequence[tuple[Labels, 
     aggregation), each offered to a one-slot reservoir when the filter offers every measurement (``always_on``)."""
     if not observations:
         return None
+    points: list[tuple[Labels, Point]] = [
+        (labels, NumberPoint(0, now_ns, value, reservoir.collect() if reservoir is not None else []))
+        for labels, (value, reservoir) in _last_observed(observations, now_ns, exemplars).items()]
+    return MetricData(spec, "gauge", False, points)
+
+
+def _last_observed(observations: Sequence[tuple[Labels, float]], now_ns: int,
+                   exemplars: bool) -> dict[Labels, tuple[float, SampledReservoir | None]]:
+    """The last value observed per label set, each offered to a one-slot reservoir when the filter offers every
+    measurement (``always_on``): the SDK's last-value and asynchronous-sum aggregations alike."""
     last: dict[Labels, tuple[float, SampledReservoir | None]] = {}
     for labels, value in observations:
         reservoir = last[labels][1] if labels in last else (SampledReservoir(1) if exemplars else None)
         if reservoir is not None:
             reservoir.offer(Exemplar(value, now_ns, None, None))
         last[labels] = (value, reservoir)
-    points: list[tuple[Labels, Point]] = [
-        (labels, NumberPoint(0, now_ns, value, reservoir.collect() if reservoir is not None else []))
-        for labels, (value, reservoir) in last.items()]
-    return MetricData(spec, "gauge", False, points)
+    return last

@@ -192,27 +192,17 @@ class LeanProducer:
                                     self.converter.exemplar(count, None, now), now)
 
     def producer_drops(self, totals: Mapping[str, int]) -> None:
-        """The trading process reports its cumulative drops by ``"signal/reason"`` in every message; count what
-        is new. A new exporter hears the whole total again and counts it all: the producer's count is the truth
-        (its series only ever grows across exporter generations)."""
+        """The trading process's cumulative drop totals (:func:`rules.new_drops`)."""
         with self.converter.lock:
-            for key, total in totals.items():
-                new = total - self.dropped.get(key, 0)
-                if new > 0:
-                    self.dropped[key] = total
-                    self.drop(*R.drop_key(key), new)
+            for signal, reason, count in rules.new_drops(self.dropped, totals):
+                self.drop(signal, reason, count)
 
     def _label_overflow(self, key: str) -> None:
         self.error("label_overflow")
 
     # --- gauges ----------------------------------------------------------------------------------------
     def set_gauge(self, name: str, attributes: Mapping[str, Any], value: Any) -> None:
-        key = rules.gauge_key(attributes)
-        series = self.gauges.setdefault(name, {})
-        if value is None:
-            series.pop(key, None)
-        else:
-            series[key] = value
+        rules.set_gauge(self.gauges, name, attributes, value)
 
     def observe(self, spec: semconv.MetricSpec) -> list[tuple[Labels, float]]:
         """The gauge's values now, labelled (what the SDK path's observable-gauge callback yields)."""

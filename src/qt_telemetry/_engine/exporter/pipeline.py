@@ -134,37 +134,15 @@ class Pipeline:
         return provider
 
     def _local_reader(self) -> MetricReader:
-        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
-
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import CollectorRegistry, make_wsgi_app
+        from prometheus_client import CollectorRegistry
 
         registry = CollectorRegistry(auto_describe=True)
         reader = PrometheusMetricReader(registry=registry, scope_info_enabled=False)
-        listen = self._listen
-        if listen is not None:
-            import threading
+        if self._listen is not None:
+            from qt_telemetry._engine.exporter.metricsserver import serve
 
-            class _Quiet(WSGIRequestHandler):
-                def log_message(self, *args: Any) -> None:
-                    pass
-
-            host, port = listen.getsockname()[:2]
-            server = WSGIServer((host, port), _Quiet, bind_and_activate=False)
-            server.socket.close()
-            server.socket = listen  # bound by init(), so a busy port was already an error there
-            server.server_address = (host, port)
-            server.server_name, server.server_port = host, port
-            server.setup_environ()
-            server.set_app(make_wsgi_app(registry))
-            thread = threading.Thread(target=server.serve_forever, name="qt-telemetry-metrics", daemon=True)
-            thread.start()
-
-            def stop() -> None:
-                server.shutdown()
-                server.server_close()
-
-            self._stop_server = stop
+            self._stop_server = serve(registry, self._listen)
         return reader
 
     def _span_drops(self, spans: Sequence[ReadableSpan], reason: str) -> None:

@@ -26,7 +26,6 @@ import select
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -466,35 +465,13 @@ def make_sink(settings: Settings) -> Any:
 
 def _serve_metrics(sink: Any, listen: socket.socket) -> Any:
     """Local mode: Prometheus ``/metrics`` from the sink's collector, on the socket ``init()`` bound."""
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+    from prometheus_client import CollectorRegistry
 
-    from prometheus_client import CollectorRegistry, make_wsgi_app
+    from qt_telemetry._engine.exporter.metricsserver import serve
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(sink.prometheus_collector())
-
-    class _Quiet(WSGIRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    host, port = listen.getsockname()[:2]
-    server = WSGIServer((host, port), _Quiet, bind_and_activate=False)
-    server.socket.close()
-    server.socket = listen
-    server.server_address = (host, port)
-    server.server_name, server.server_port = host, port
-    server.setup_environ()
-    server.set_app(make_wsgi_app(registry))
-    thread = threading.Thread(target=server.serve_forever, name="qt-telemetry-metrics", daemon=True)
-    try:
-        thread.start()
-    except RuntimeError:
-        return None
-
-    def stop() -> None:
-        server.shutdown()
-
-    return stop
+    return serve(registry, listen)
 
 
 def _release_terminal() -> None:

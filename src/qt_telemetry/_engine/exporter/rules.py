@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
 
@@ -346,3 +346,24 @@ def label_set(spec: semconv.MetricSpec, attributes: Mapping[str, Any], guard: La
 def gauge_key(attributes: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     """A gauge series on a producer's board: its attributes, sorted."""
     return tuple(sorted(attributes.items()))
+
+
+def set_gauge(board: dict[str, dict[tuple[tuple[str, Any], ...], Any]], name: str, attributes: Mapping[str, Any],
+              value: Any) -> None:
+    """A GAUGE record on a producer's board: the series' value now (None removes the series)."""
+    series = board.setdefault(name, {})
+    if value is None:
+        series.pop(gauge_key(attributes), None)
+    else:
+        series[gauge_key(attributes)] = value
+
+
+def new_drops(counted: dict[str, int], totals: Mapping[str, int]) -> Iterator[tuple[str, str, int]]:
+    """What a producer's cumulative drop totals (``"signal/reason"``, in every message) add since ``counted``:
+    (signal, reason, count). A new exporter hears the whole total again and counts it all: the producer's count is
+    the truth (its series only ever grows across exporter generations)."""
+    for key, total in totals.items():
+        new = total - counted.get(key, 0)
+        if new > 0:
+            counted[key] = total
+            yield (*R.drop_key(key), new)
