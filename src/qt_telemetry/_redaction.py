@@ -19,7 +19,7 @@ SECRET_WORDS: Final = frozenset({
     "key", "secret", "secrets", "password", "passwd", "pwd", "pass", "passphrase", "token", "tokens", "auth",
     "authorization", "credential", "credentials", "signature", "sig", "signed", "hmac", "jwt", "bearer",
     "session", "sessionid", "cookie", "cookies", "apikey", "privatekey", "secretkey", "accesskey", "otp",
-    "mnemonic", "pin", "private", "totp", "nonce",
+    "mnemonic", "seed", "seedphrase", "pin", "private", "totp", "nonce",
 })
 #: ... or when its letters, run together, contain one of these.
 SECRET_FRAGMENTS: Final = (

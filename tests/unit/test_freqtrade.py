@@ -291,7 +291,7 @@ def test_freqtrade_trade_live_exports_the_trade_and_its_metrics_over_otlp(tmp_pa
     config = write_config(tmp_path, venue.url, dry_run=False, throttle_s=1)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QT_TELEMETRY_"))}
     env = {**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_METRIC_EXPORT_INTERVAL": "500",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]), "QT_TEST_ONE_TRADE": "1"}
     log = tmp_path / "freqtrade.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "freqtrade", "trade", "--config", str(config)], env=env,

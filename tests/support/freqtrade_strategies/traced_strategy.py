@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typing import Any, ClassVar
 
 from freqtrade.strategy import IStrategy
@@ -24,12 +26,14 @@ class TracedStrategy(QtTelemetry, IStrategy):
     order_types: ClassVar[dict[str, Any]] = {"entry": "market", "exit": "market", "stoploss": "market", "stoploss_on_exchange": False}
     deny_entries = False
     deny_exits = False
+    entered = False
 
     def populate_indicators(self, dataframe: DataFrame, metadata: dict[str, Any]) -> DataFrame:
         return dataframe
 
     def populate_entry_trend(self, dataframe: DataFrame, metadata: dict[str, Any]) -> DataFrame:
-        dataframe["enter_long"] = 1
+        # QT_TEST_ONE_TRADE: one trade and no more (a test that reads "the" trade off the wire while the bot runs)
+        dataframe["enter_long"] = 0 if os.environ.get("QT_TEST_ONE_TRADE") and self.entered else 1
         dataframe["enter_tag"] = "always"
         return dataframe
 
@@ -39,6 +43,7 @@ class TracedStrategy(QtTelemetry, IStrategy):
 
     def confirm_trade_entry(self, pair: str, order_type: str, amount: float, rate: float, time_in_force: str,
                             current_time: Any, entry_tag: str | None, side: str, **kwargs: Any) -> bool:
+        self.entered = self.entered or not self.deny_entries
         return not self.deny_entries
 
     def confirm_trade_exit(self, pair: str, trade: Any, order_type: str, amount: float, rate: float,
