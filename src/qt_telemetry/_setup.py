@@ -326,7 +326,7 @@ def _install_records(settings: Settings, channel: Any, listen: socket.socket | N
 
         flush = engine.flush
     # Other instrumentation (HTTP clients, your own spans) goes through the same records.
-    tracer_provider = _records_tracer_provider(resource, engine._emit)
+    tracer_provider = _records_tracer_provider(resource, engine.emit)
     if cannot:  # once, where an operator looks first: what this process could not have, and what it runs
         print(f"qt-telemetry: {'; '.join(cannot)}; running the {engine.name} engine", file=sys.stderr, flush=True)
     return Installed(_info(settings, resource, _metrics_url(listen), True, engine.name), settings, engine, close,

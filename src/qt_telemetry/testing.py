@@ -126,7 +126,7 @@ def capture_telemetry(**settings: Any) -> Iterator[Capture]:
                         span_sink=sink)
     engine = SyncEngine(HeadSampler(), pipeline)
     tracer_provider = TracerProvider(shutdown_on_exit=False)
-    tracer_provider.add_span_processor(RecordingProcessor(engine._emit))  # other instrumentation, same path
+    tracer_provider.add_span_processor(RecordingProcessor(engine.emit))  # other instrumentation, same path
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     STATE.engine = engine

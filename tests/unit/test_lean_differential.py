@@ -91,8 +91,8 @@ class SdkPath:
         self.converter = Converter(
             redactor=Redactor(s.secret_keys, s.secret_patterns, s.secret_values), max_label_values=s.max_label_values,
             slow_order_seconds=s.slow_order_seconds, trace_keep_ratio=s.trace_keep_ratio, base_resource=BASE,
-            meters=self._meters, spans=self._queue_span, remote=True)
-        self.converter.spans_full = lambda producer: not self.queue.admits(producer)
+            meters=self._meters, spans=self._queue_span, remote=True,
+            spans_full=lambda producer: not self.queue.admits(producer))
 
     def _queue_span(self, producer: ProducerState, span: ReadableSpan) -> None:
         shed = self.queue.put(producer, span)

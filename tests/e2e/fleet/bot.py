@@ -44,7 +44,7 @@ class SpanTap:
         self.by_trace: dict[str, list[list[str]]] = {}
         self.lock = threading.Lock()
         engine = STATE.engine
-        forward = engine._emit
+        forward = engine.emit
 
         def tap(item: Any) -> None:
             if isinstance(item, SpanScope) and item.sampled:
@@ -53,7 +53,7 @@ class SpanTap:
                     self.by_trace.setdefault(f"{item.tid:032x}", []).append(entry)
             forward(item)
 
-        engine._emit = tap
+        engine.emit = tap
 
 
 class Bot:

@@ -160,7 +160,8 @@ class Converter:
 
     def __init__(self, *, redactor: Redactor, max_label_values: int, slow_order_seconds: float,
                  trace_keep_ratio: float, base_resource: Resource, meters: Callable[[Resource], MeterProvider],
-                 spans: Callable[[ProducerState, ReadableSpan], None] | None, remote: bool) -> None:
+                 spans: Callable[[ProducerState, ReadableSpan], None] | None, remote: bool,
+                 spans_full: Callable[[ProducerState], bool] | None = None) -> None:
         self.redactor = redactor
         self.text = rules.redacted(redactor)
         self.settings_max_labels = max_label_values
@@ -174,8 +175,8 @@ class Converter:
         self.producers: dict[int, ProducerState] = {}
         self._scopes: dict[tuple[Any, ...], InstrumentationScope] = {}
         self.lock = threading.Lock()
-        #: Set by the pipeline when spans go to a bounded queue.
-        self.spans_full: Callable[[ProducerState], bool] = lambda producer: False
+        #: Whether a span of this producer would be dropped now (a bounded queue is full): then it is not built.
+        self.spans_full: Callable[[ProducerState], bool] = spans_full or (lambda producer: False)
 
     # --- producers --------------------------------------------------------------------------------------
     def producer(self, pid: int, instance_id: str) -> ProducerState:

@@ -33,17 +33,17 @@ class SyncEngine(RecordEngine):
     name = "sync"
 
     def __init__(self, sampler: HeadSampler, pipeline: Pipeline) -> None:
-        super().__init__(sampler)
-        self.pipeline = pipeline
         converter = pipeline.converter
-        self.producer = converter.producer(os.getpid(), "capture")
+        producer = converter.producer(os.getpid(), "capture")
         lock = converter.lock
 
         def emit(record: Any) -> None:
             with lock:
-                converter.accept(self.producer, (record if record.__class__ is tuple else record.record(),))
+                converter.accept(producer, (record if record.__class__ is tuple else record.record(),))
 
-        self._emit = emit
+        super().__init__(sampler, emit)
+        self.pipeline = pipeline
+        self.producer = producer
 
     def flush(self, timeout: float) -> bool:
         return self.pipeline.flush(time.monotonic() + timeout)

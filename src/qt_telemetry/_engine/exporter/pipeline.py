@@ -94,9 +94,8 @@ class Pipeline:
             redactor=Redactor(settings.secret_keys, settings.secret_patterns, settings.secret_values),
             max_label_values=settings.max_label_values, slow_order_seconds=settings.slow_order_seconds,
             trace_keep_ratio=settings.trace_keep_ratio, base_resource=base_resource(settings),
-            meters=meters or self._meter_provider, spans=sink, remote=remote)
-        if shipper is not None and span_sink is None:
-            self.converter.spans_full = lambda _producer: shipper.full()
+            meters=meters or self._meter_provider, spans=sink, remote=remote,
+            spans_full=(lambda _producer: shipper.full()) if shipper is not None and span_sink is None else None)
 
     # --- exporters --------------------------------------------------------------------------------------
     def _span_exporters(self) -> list[SpanExporter]:

@@ -38,8 +38,7 @@ class SdkSink:
             redactor=Redactor(settings.secret_keys, settings.secret_patterns, settings.secret_values),
             max_label_values=settings.max_label_values, slow_order_seconds=settings.slow_order_seconds,
             trace_keep_ratio=settings.trace_keep_ratio, base_resource=base_resource, meters=self._meters,
-            spans=self._queue_span, remote=True)
-        self.converter.spans_full = lambda producer: not self._spans.admits(producer)
+            spans=self._queue_span, remote=True, spans_full=lambda producer: not self._spans.admits(producer))
         self.redactor = self.converter.redactor
 
     def _meters(self, resource: Resource) -> MeterProvider:

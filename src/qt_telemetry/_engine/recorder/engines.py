@@ -68,11 +68,11 @@ class Engine:
 
 
 class RecordEngine(Engine):
-    """Spans become records; ``_emit`` decides where the records go."""
+    """Spans become records; ``emit`` takes them where they go (the outbox, a synchronous converter, nowhere)."""
 
-    def __init__(self, sampler: HeadSampler) -> None:
+    def __init__(self, sampler: HeadSampler, emit: Callable[[Any], None] | None = None) -> None:
         self.sampler = sampler
-        self._emit: Callable[[Any], None] = lambda record: None
+        self.emit: Callable[[Any], None] = emit if emit is not None else (lambda record: None)
 
     def begin(self, scope: SpanScope, parent: Context | None) -> None:
         parent_span = _get_current_span(parent)
@@ -107,26 +107,25 @@ class RecordEngine(Engine):
         scope.start_ns = _time_ns()
 
     def end(self, scope: SpanScope) -> None:
-        self._emit(scope)  # the outbox makes its record (SpanScope.record)
+        self.emit(scope)  # the outbox makes its record (SpanScope.record)
 
     def measure(self, ops: tuple[tuple[str, Any], ...], attributes: dict[str, Any]) -> None:
-        self._emit((R.METRICS, ops, attributes))
+        self.emit((R.METRICS, ops, attributes))
 
     def gauge(self, name: str, attributes: dict[str, Any], value: Any) -> None:
-        self._emit((R.GAUGE, name, attributes, value))
+        self.emit((R.GAUGE, name, attributes, value))
 
     def secrets(self, values: tuple[str, ...]) -> None:
-        self._emit((R.CONTROL, R.OP_SECRETS, values))
+        self.emit((R.CONTROL, R.OP_SECRETS, values))
 
 
 class QueuedEngine(RecordEngine):
     """Records through the outbox, to the exporter process (``process``) or a converter thread (``inline``)."""
 
     def __init__(self, sampler: HeadSampler, outbox: Outbox, name: str) -> None:
-        super().__init__(sampler)
+        super().__init__(sampler, outbox.put)
         self.outbox = outbox
         self.name = name
-        self._emit = outbox.put
         self._secrets: set[str] = set()
 
     def secrets(self, values: tuple[str, ...]) -> None:
@@ -138,7 +137,7 @@ class QueuedEngine(RecordEngine):
 
     def gauge(self, name: str, attributes: dict[str, Any], value: Any) -> None:
         if not callable(value):  # callbacks are evaluated by the janitor, off the trading thread
-            self._emit((R.GAUGE, name, attributes, value))
+            self.emit((R.GAUGE, name, attributes, value))
 
     def flush(self, timeout: float) -> bool:
         return self.outbox.flush_and_wait(time.monotonic() + timeout)
@@ -154,7 +153,7 @@ class RecordingProcessor(SpanProcessor):
     """Spans of other instrumentation (HTTP clients, your own tracer) join the same records."""
 
     def __init__(self, emit: Callable[[tuple[Any, ...]], None]) -> None:
-        self._emit = emit
+        self.emit = emit
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
@@ -167,7 +166,7 @@ class RecordingProcessor(SpanProcessor):
                       for e in span.events] or None
             links = [(link.context.trace_id.to_bytes(16, "big"), link.context.span_id.to_bytes(8, "big"))
                      for link in span.links] or None
-            self._emit((R.SPAN, span.name, span.kind.value, ctx.trace_id.to_bytes(16, "big"),
+            self.emit((R.SPAN, span.name, span.kind.value, ctx.trace_id.to_bytes(16, "big"),
                         ctx.span_id.to_bytes(8, "big"),
                         parent.span_id.to_bytes(8, "big") if parent is not None else None,
                         bool(parent and parent.is_remote), True,
