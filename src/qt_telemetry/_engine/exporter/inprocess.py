@@ -96,6 +96,8 @@ class LocalChannel:
 
     #: The outbox hands records as they are: nothing crosses a process boundary here.
     encoded = False
+    #: One converter for the life of the process: standing records are said once.
+    connections = 1
 
     def __init__(self, pipeline: Pipeline, capacity: int = 1024) -> None:
         self.pipeline = pipeline

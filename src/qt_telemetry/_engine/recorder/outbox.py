@@ -45,6 +45,8 @@ class Channel(Protocol):
 
     #: False when the channel takes records as they are (no process boundary: nothing to encode).
     encoded: bool
+    #: Connections made so far (a new exporter is a new connection).
+    connections: int
 
     def send(self, header: tuple[Any, ...], records: list[tuple[Any, ...]], data: bytes) -> str | None: ...
     def check(self) -> str: ...
@@ -81,6 +83,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sequence = 0
+        self._restated = -1  # the connection the standing records were last sent on
         self._last_put = 0.0
         self._last_tick = 0.0
         self._last_chore = 0.0
@@ -109,9 +112,11 @@ class Outbox:
 
     def put_sticky(self, record: tuple[Any, ...]) -> None:
         """A control record that must precede everything after it and reach every later exporter too (secrets
-        to redact): sent at once, restated first after every replacement."""
-        self._sticky.append(record)
-        self._queue.appendleft(record)
+        to redact): sent at once, and first on every new connection (:meth:`_send` sees to it, under the lock
+        every send holds, so no record reaches a new exporter before the secrets it must redact)."""
+        with self._lock:
+            self._sticky.append(record)
+            self._restated = -1
         self.flush(block=True)
 
     def flush(self, block: bool = False, deadline: float | None = None, spilled: bool = False) -> bool:
@@ -136,6 +141,15 @@ class Outbox:
             self._lock.release()
 
     def _send(self, records: list[tuple[Any, ...]], deadline: float | None) -> str | None:
+        if self._sticky and self._restated != self.channel.connections:
+            connection = self.channel.connections
+            reason = self._send_one(list(self._sticky), deadline)
+            if reason is not None:
+                return reason
+            self._restated = connection
+        return self._send_one(records, deadline) if records else None
+
+    def _send_one(self, records: list[tuple[Any, ...]], deadline: float | None) -> str | None:
         header = (wire.VERSION, self.pid, self.instance_id, dict(self.dropped), self._sequence)
         if not self.channel.encoded:
             data = b""
@@ -147,13 +161,13 @@ class Outbox:
                     self.count("records/unencodable", 1)
                     return None
                 half = len(records) // 2
-                return self._send(records[:half], deadline) or self._send(records[half:], deadline)
+                return self._send_one(records[:half], deadline) or self._send_one(records[half:], deadline)
         if len(data) > wire.MAX_MESSAGE:
             if len(records) == 1:
                 self.count("records/too_large", 1)
                 return None
             half = len(records) // 2
-            return self._send(records[:half], deadline) or self._send(records[half:], deadline)
+            return self._send_one(records[:half], deadline) or self._send_one(records[half:], deadline)
         while True:
             reason = self.channel.send(header, records, data)
             if reason != "full" or deadline is None or _monotonic() >= deadline:
@@ -164,7 +178,7 @@ class Outbox:
                 self.count("records/too_large", 1)
                 return None
             half = len(records) // 2
-            return self._send(records[:half], deadline) or self._send(records[half:], deadline)
+            return self._send_one(records[:half], deadline) or self._send_one(records[half:], deadline)
         if reason is None:
             self._sequence += 1
         return reason
@@ -233,8 +247,6 @@ class Outbox:
                     return
                 if lost:
                     self.count("records/exporter_lost", lost)
-                for record in reversed(self._sticky):
-                    self._queue.appendleft(record)
                 self._last_tick = 0.0  # re-send every gauge to the new exporter
             else:
                 self._backoff = 1.0

@@ -75,6 +75,8 @@ class ProcessChannel:
         self._next_flush = 0
         self._dead = False
         self._closed = False  # shut down: nothing connects or replaces any more (a janitor mid-round included)
+        #: Connections made so far: the outbox restates its standing records (secrets) first on each new one.
+        self.connections = 0
         self.sent = self.converted = self.exported = self.generation = self.refused = 0
         self.last_heard = self.refusing_since = 0.0
         self._exporter_pid: int | None = None
@@ -260,6 +262,7 @@ class ProcessChannel:
             return
         self._sock = sock
         self._dead = False
+        self.connections += 1
 
     def _close_socket(self) -> None:
         sock, self._sock = self._sock, None
