@@ -476,6 +476,9 @@ class FakeBinanceStream:
             await connection.ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        # a closed transport lets go of its socket in a callback the loop runs next: run it before the loop stops
+        # (else the socket is only found, unclosed, by a later test's garbage collection)
+        await asyncio.sleep(0)
 
 
 def trade_event(symbol_id: str, trade_id: int, price: str, quantity: str) -> dict[str, Any]:
@@ -530,7 +533,17 @@ class ThreadedStream:
     def close(self) -> None:
         try:
             self._run(self.stream.close())
+            self._run(self._cancel_the_rest())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
             self.loop.close()
+
+    @staticmethod
+    async def _cancel_the_rest() -> None:
+        """End what the server still runs (a handler of a connection that arrived while it closed)."""
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+        await asyncio.sleep(0)

@@ -9,6 +9,7 @@ every few seconds); the last test runs ``freqtrade trade`` itself and reads the 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -61,6 +62,7 @@ def bot(tmp_path: Path, venue: FakeBinance, cap: Capture) -> Iterator[Callable[.
         each.cleanup()
     uninstrument_ccxt()
     asyncio.set_event_loop(None)  # freqtrade's exchange set (and closed) this thread's loop: leave none behind
+    gc.collect()  # a socket or transport left unclosed fails this test, not whichever test collects it later
 
 
 def _one(cap: Capture, name: str, **attrs: Any) -> Any:
@@ -269,6 +271,7 @@ def test_candle_websocket_reports_feed_health_messages_disconnects_and_reconnect
         stream.send(wait_until(subscribed_again, 20, "a new subscription")[0], kline_event("BTCUSDT", "1m", "100.50"))
         wait_until(lambda: cap.points(semconv.FEED_RECONNECTS.name, **labels), 20, "the reconnect")
         assert cap.point(semconv.FEED_CONNECTED.name, **labels).value == 1
+        ft.cleanup()  # the client closes its connections first, as a stopping bot does, while the venue still answers
     finally:
         stream.close()
 
