@@ -500,8 +500,9 @@ def trade_event(symbol_id: str, trade_id: int, price: str, quantity: str) -> dic
 def mini_ticker_event(symbol_id: str, last: str, *, time_ms: int | None = None) -> dict[str, Any]:
     """A ``<symbol>@miniTicker`` stream event (what ccxt's ``watch_ticker`` subscribes to on spot), stamped
     ``time_ms`` (default now)."""
-    return {"e": "24hrMiniTicker", "E": _now_ms() if time_ms is None else time_ms, "s": symbol_id, "c": last, "o": last, "h": last, "l": last,
-            "v": "10", "q": "1000"}
+    stamp = _now_ms() if time_ms is None else time_ms
+    return {"e": "24hrMiniTicker", "E": stamp, "s": symbol_id, "c": last, "o": last, "h": last, "l": last, "v": "10",
+            "q": "1000"}
 
 
 def kline_event(symbol_id: str, interval: str, price: str) -> dict[str, Any]:
