@@ -1,7 +1,8 @@
 """The latency budget: tick -> decision -> order -> ack -> fill, as span attributes and ``qt.latency.segment``.
 
-Delays are injected with explicit timestamps (the venue's stamps, the receive time), never with sleeps: the one
-real interval is the few microseconds the test itself takes between calls, well inside the tolerances.
+Delays are injected with explicit timestamps (the venue's stamps, the receive time); the one wait is for an ack to
+be received no earlier than the venue stamped it (:func:`until`). Tick-to-trade also holds what the test's own
+calls take between the trigger and the order, which the tests measure and expect.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ def exact_clock(venue: str, offset: float) -> None:
     latency.clock_sample(venue, sent_at=now, venue_time=now + wall + offset, received_at=now)
 
 
+def until(moment: float) -> None:
+    """Wait until ``time.monotonic()`` reaches ``moment``. The one wait these tests make: a reply cannot arrive
+    before the venue stamped it, and the clock estimator rightly reads a stamp "from the future" as skew."""
+    while (left := moment - time.monotonic()) > 0:
+        time.sleep(left)
+
+
 def segment_point(cap: Capture, segment: str, **labels: Any) -> Any:
     return cap.point(SEGMENT, segment=segment, **labels)
 
@@ -49,6 +57,7 @@ def trade(venue: str, *, feed: float, tick_to_trade: float, order_to_ack: float,
     assert order.sent_at is not None
     sent_wall = order.sent_at + time.time() - time.monotonic()
     ack_venue = sent_wall + order_to_ack + offset
+    until(order.sent_at + order_to_ack)  # an ack is received after the venue stamped it, never before
     qt.order_acknowledged(cid, venue_time=ack_venue)
     qt.order_filled(cid, quantity=1, price=100.0, venue_time=ack_venue + ack_to_fill)
     elapsed = order.sent_at - event.received_at
@@ -237,3 +246,48 @@ def test_everything_works_and_records_nothing_before_init() -> None:
         pass
     qt.order_acknowledged("c", venue_time=time.time())
     latency.clock_sample("v", sent_at=time.monotonic(), venue_time=time.time(), received_at=time.monotonic())
+
+
+def test_through_the_exporter_process_the_budget_reaches_the_wire_as_injected() -> None:
+    """The e2e bot (tests/e2e/latency_bot.py) with the real exporter process (the lean path) and OTLP/HTTP."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.e2e import latency_bot as bot
+    from tests.support.otlp_receiver import OtlpHttpReceiver, attributes
+    from tests.support.servers import REPO
+
+    receiver = OtlpHttpReceiver()
+    try:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QT_TELEMETRY_"))}
+        env = {**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "budget-bot",
+               "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+        proc = subprocess.run([sys.executable, "-m", "tests.e2e.latency_bot", "--trades", "5", "--offset", "-2"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        trades = [json.loads(line) for line in proc.stdout.splitlines()][:-1]
+
+        def histogram() -> list[Any]:
+            return [p for _, m in receiver.metrics() if m.name == SEGMENT for p in m.histogram.data_points]
+
+        receiver.wait_for(lambda: sum(p.count for p in histogram()) == 5 * len(semconv.SEGMENTS),
+                          what="every segment of the 5 trades")
+        tick_to_trade = sum(t["tick_to_trade"] for t in trades)
+        injected = {"feed": bot.FEED, "tick_to_trade": tick_to_trade / 5, "order_to_ack": bot.ORDER_TO_ACK,
+                    "ack_to_fill": bot.ACK_TO_FILL}
+        injected["total"] = sum(injected.values())
+        for point in histogram():
+            labels = attributes(point)
+            assert set(labels) == {"venue", "symbol", "strategy", "segment"}
+            assert (labels["venue"], labels["symbol"], labels["strategy"]) == ("sim", "BTCUSDT", "budget")
+            assert point.sum / point.count == pytest.approx(injected[labels["segment"]], abs=SLACK)
+            assert point.min >= 0.0
+            assert tuple(point.explicit_bounds) == semconv.LATENCY_BUDGET_BUCKETS_S
+        gauges = {m.name: m.gauge.data_points[-1].as_double for _, m in receiver.metrics()
+                  if m.name.startswith("qt.venue.clock")}
+        assert gauges[semconv.VENUE_CLOCK_OFFSET.name] == pytest.approx(-2.0, abs=0.0005 + 1e-6)
+        assert gauges[semconv.VENUE_CLOCK_OFFSET_UNCERTAINTY.name] == pytest.approx(0.0005, abs=1e-6)
+    finally:
+        receiver.close()
