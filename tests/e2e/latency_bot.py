@@ -3,8 +3,8 @@ clock runs ``--offset`` seconds ahead of ours. Configured only by OTEL_* variabl
 
 The venue is simulated with explicit timestamps (its clock, its stamps); the bot waits only for the venue's replies
 to arrive no earlier than the venue stamped them (a reply from the future would read as clock skew). Tick-to-trade
-also holds what the bot's own calls take between the trigger and the order, which it measures and reports. Prints one JSON line
-per trade: {"trace_id", "tick_to_trade"}, then {"shutdown_ok": ...}.
+also holds what the bot's own calls take between the trigger and the order, which it measures and reports. Prints
+one JSON line per trade: {"trace_id", "tick_to_trade"}, then {"shutdown_ok": ...}.
 """
 
 from __future__ import annotations
