@@ -33,7 +33,7 @@ TRADE_DURATION_BUCKETS_S: Final = (
 FEED_GAP_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 #: One garbage collection's pause: 0.1 ms (a young collection) .. 1 s (a full one over a large heap).
 GC_PAUSE_BUCKETS_S: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-#: The latency budget's segments: 0.5 ms .. 10 s, a bound every ~25-50 % between 5 ms and 300 ms so a p99 there
+#: The latency budget's segments: 0.5 ms .. 10 s, a bound every 20-50 % between 5 ms and 300 ms so a p99 there
 #: is read to within a bucket that narrow (histogram_quantile interpolates inside one bucket).
 LATENCY_BUDGET_BUCKETS_S: Final = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.125, 0.15,
