@@ -117,10 +117,10 @@ class VenueClock:
 
     def estimate(self) -> tuple[float, float] | None:
         """(offset, uncertainty) of the best sample in the window, or None before the first."""
-        samples = self._samples
-        if not samples:
+        try:
+            best = self._samples[0]  # read without the lock (a gauge callback, another thread): one indexing
+        except IndexError:
             return None
-        best = samples[0]
         return best[1], best[2]
 
 
