@@ -758,7 +758,8 @@ def _monitor(exchange: Any, channel: str) -> FeedMonitor:
     monitor = registry.monitors.get(name)
     if monitor is None:
         with registry.lock:
-            monitor = registry.monitors.setdefault(name, FeedMonitor(name, venue=getattr(exchange, "id", None)))
+            venue = text(getattr(exchange, "id", None), 128)
+            monitor = registry.monitors.setdefault(name, FeedMonitor(name, venue=venue))
     return monitor
 
 
