@@ -137,3 +137,23 @@ def test_market_event_absorbs_what_is_not_a_ccxt_message(cap: Capture) -> None:
     for message in (None, 42, "BTC/USDT", [], [1, 2], {"timestamp": "soon"}, {"symbol": object()}):
         event = market_event(object(), message)
         assert isinstance(event, qt.MarketEvent) and event.exchange_time is None
+
+
+def test_watched_trades_are_a_trigger_stamped_by_the_last_trade(venue: FakeBinance, cap: Capture) -> None:
+    async def watch() -> tuple[Any, Any]:
+        stream = await FakeBinanceStream().start()
+        exchange = instrument_ccxt(stream.point(venue.point(ccxt.pro.binance(_config()))))
+        try:
+            watching = asyncio.create_task(exchange.watch_trades("BTC/USDT"))
+            connection = await stream.subscribed("btcusdt@trade")
+            await stream.send(connection, fake_binance.trade_event("BTCUSDT", 1, "100.0", "0.1"))
+            trades = await watching
+            return trades, market_event(exchange, trades)
+        finally:
+            await exchange.close()
+            await stream.close()
+
+    trades, event = asyncio.run(watch())
+    assert (event.feed, event.venue, event.symbol) == ("binance.trades", "binance", "BTC/USDT")
+    assert event.exchange_time == trades[-1]["timestamp"] / 1000
+    assert cap.point(semconv.FEED_MESSAGES.name, feed="binance.trades", symbol="BTC/USDT").value == 1
