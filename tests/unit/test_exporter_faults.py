@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,6 +159,8 @@ def test_an_exporter_that_cannot_keep_up_is_lifted_off_sched_idle_not_replaced(r
         bot.ask(cmd="orders", n=20, symbol="RESTING")
         wait_until(lambda: order_spans(receiver, "RESTING") == 20, 30, "the exporter at work")
         assert os.sched_getscheduler(first) == os.SCHED_IDLE, "the exporter runs only when a CPU would idle"
+        if os.path.exists(f"/proc/{first}/autogroup"):  # its session's group yields too, not just its threads
+            assert Path(f"/proc/{first}/autogroup").read_text().split()[-1] == "19"
         flooding, _ = _in_background(bot, cmd="flood", rate=5000, seconds=4, symbol="BEHIND")
         time.sleep(0.3)  # points in the flood, not waits for readiness
         kill(first, signal.SIGSTOP)

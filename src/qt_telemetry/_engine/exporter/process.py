@@ -488,12 +488,19 @@ def _release_terminal() -> None:
 def _yield_to_trading() -> None:
     """Run only when a CPU would otherwise idle (Linux SCHED_IDLE), else at the lowest priority: an exporter
     woken on the trading thread's CPU must never take it away for a time slice. A bot that hears nothing from
-    it for seconds while it lives (a saturated box) lifts it back to the normal scheduler."""
+    it for seconds while it lives (a saturated box) lifts it back to the normal scheduler.
+
+    Where the kernel groups sessions (``sched_autogroup``, the default on desktop and many server kernels), the
+    exporter's own session is a group that competes with the bot's whole session as an equal, whatever its
+    policy inside: the group itself goes to nice 19 (``/proc/self/autogroup``; without it, two CPU burners beside
+    the bot barely slowed the exporter in bench_pipeline's busy phase)."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
         with contextlib.suppress(OSError):
             os.nice(19)
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
+        group.write("19")
 
 
 def main(argv: list[str]) -> int:
