@@ -168,13 +168,14 @@ def offer(call: Callable[[], Any], rate: int, seconds: float) -> tuple[int, floa
     return done, done / (time.perf_counter() - start)
 
 
-def on_thread_ns(call: Callable[[], Any], budget: float, bursts: int) -> dict[str, float]:
-    """CPU time of the calling thread per call (and wall time), median of ``bursts`` bursts of ~``budget`` s each,
-    with a pause after each so the export side catches up (a bot bursts, then waits on its market data)."""
+def on_thread_ns(call: Callable[[], Any], budget: float, bursts: int, max_calls: int) -> dict[str, float]:
+    """CPU time of the calling thread per call (and wall time), median of ``bursts`` bursts of ~``budget`` s each
+    (at most ``max_calls`` calls: ~1,000 spans, half the exporter's default span queue), with a pause after each so
+    the export side catches up (a bot bursts, then waits on its market data)."""
     start = time.perf_counter()
     for _ in range(20):
         call()
-    calls = max(20, min(5_000, int(budget / max((time.perf_counter() - start) / 20, 1e-7))))
+    calls = max(20, min(max_calls, int(budget / max((time.perf_counter() - start) / 20, 1e-7))))
     cpu, wall = [], []
     for _ in range(bursts):
         w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
@@ -304,9 +305,11 @@ def child(engine: str, endpoint: str, quick: bool, step_seconds: float) -> None:
     tree = Tree(exporter_pid)
     result: dict[str, Any] = {"engine": engine, "exporter_pid": exporter_pid(),
                               "bot_rss_start": status_mib(os.getpid(), "VmRSS")}
-    budget, bursts = (0.05, 7) if quick else (0.1, 15)
-    result["order"] = on_thread_ns(lambda: bot.place("BTCUSDT", "buy", 0.5), budget, bursts)
-    result["trade"] = on_thread_ns(lambda: bot.trade("BTCUSDT"), budget, bursts)
+    budget, bursts = (0.05, 9) if quick else (0.1, 25)
+    dropped = bot.dropped()
+    result["order"] = on_thread_ns(lambda: bot.place("BTCUSDT", "buy", 0.5), budget, bursts, 1_000)
+    result["trade"] = on_thread_ns(lambda: bot.trade("BTCUSDT"), budget, bursts, 1_000 // SPANS_PER_TRADE)
+    result["on_thread_dropped"] = bot.dropped() - dropped  # by the bot: a shed batch would take another path
     if engine == "bare":
         result["orders"] = ladder(bot, tree, "orders", (COMPARE_ORDERS,), step_seconds, None, 0)
         result["trades"] = ladder(bot, tree, "trades", (COMPARE_TRADES,), step_seconds, None, 0)
@@ -541,8 +544,9 @@ def table(data: dict[str, Any], args: argparse.Namespace) -> None:
         r = data.get(engine)
         if r:
             notes.append(f"{engine}: on-thread bursts of {r['order']['calls']:,} orders, {r['trade']['calls']:,} "
-                         f"trades; bot RSS after setup {r['bot_rss_start']:.1f} MiB; the receiver (this process) "
-                         f"spent {r['receiver_us_per_span']:.1f} µs CPU per span it decoded")
+                         f"trades (records the bot shed meanwhile: {r['on_thread_dropped']:,}); bot RSS after setup "
+                         f"{r['bot_rss_start']:.1f} MiB; the receiver (this process) spent "
+                         f"{r['receiver_us_per_span']:.1f} µs CPU per span it decoded")
     if data.get("qt_dropped_by_reason"):
         notes.append("qt.telemetry.dropped at the receiver over the whole phase (on-thread bursts included), by "
                      "signal,reason: " + ", ".join(
