@@ -1,7 +1,8 @@
 """The whole pipeline in one run, against hand-written OpenTelemetry measured in the same run (issue 19, part 5).
 
-    python benchmarks/bench_pipeline.py            # the README's tables: a quiet phase and a busy phase, ~10 min
-    python benchmarks/bench_pipeline.py --quick    # the same rows, shorter steps, ~4 min (for development)
+    python benchmarks/bench_pipeline.py            # the README's tables: a quiet phase and a busy phase, ~5 min
+    python benchmarks/bench_pipeline.py --quick    # the same rows, 1 s steps, fewer repeats, ~2.5 min (development)
+    python benchmarks/bench_pipeline.py --phases quiet --step-seconds 5
 
 Prints markdown tables, one per phase, with a "ratio vs hand-written OTel" column; the header gives the machine
 (CPU count, model) and its load average when each phase starts and ends. The **busy** phase runs one CPU burner
@@ -18,8 +19,9 @@ histogram and counter per order; a trade is 6 spans: the trade, its 4 stages, th
 Both export OTLP/HTTP to a local receiver in this process that decodes every request (``bench_overhead.Sink``), so
 "delivered" is counted, not assumed, and qt's ``qt.telemetry.dropped`` reaches it with the metrics. Rows:
 
-- on-thread CPU per order / per trade: the trading thread's CPU time (``time.thread_time``) per call, in bursts of
-  ~0.1 s with pauses the export side catches up in (the median burst).
+- on-thread per order / per trade: the trading thread's CPU time (``time.thread_time``) per call, in bursts of
+  ~0.1 s (at most ~1,000 spans) with pauses the export side catches up in (the median burst); and its wall time,
+  which adds waiting for the GIL and the CPU.
 - exporter CPU per order / per trade span, single-threaded: ``bench_exporter.py``'s measurement (the same records
   through the lean path, and through SDK objects + the official OTLP encoders, which is what hand-written OTel's
   export work is), CPU time, best of the repeats.
@@ -28,10 +30,12 @@ Both export OTLP/HTTP to a local receiver in this process that decodes every req
   rate, the receiver got every span made and nothing was dropped (the bot's own counters and the exporter's
   ``qt.telemetry.dropped``). Stepping stops at the first failure; the highest passing step is reported.
 - process-tree CPU per order / per trade at the compare rate (2,000 orders/s, 500 trades/s, both engines pass it
-  on a quiet box): utime + stime of the bot and its exporter (``/proc/<pid>/stat``) over the step and its drain,
-  less what the bare loop spent at the same rate; and the exporter alone at the highest rate qt sustained.
+  on a quiet box): utime + stime of the bot (``getrusage``) and its exporter (``/proc/<pid>/task/*/schedstat``,
+  nanoseconds) over the step and its drain, less what the bare loop spent at the same rate (and less the bot's
+  own polling of the receiver); and the exporter alone at the highest rate qt passed.
 - RSS: ``VmHWM`` of the exporter and of each bot process at the end.
-- idle CPU: the exporter (qt) and the bot's background threads (OTel) while no order is placed.
+- idle CPU: the exporter (qt) and the bot's background threads (OTel) while no order is placed; both export
+  metrics every second here (``OTEL_METRIC_EXPORT_INTERVAL=1000``, so qt's drop counts arrive within a step).
 - import and setup: ``import qt_telemetry`` (and ``init()``) against importing and setting up the SDK, wall time
   in a fresh interpreter, median of several.
 """
