@@ -25,8 +25,8 @@ Both export OTLP/HTTP to a local receiver in this process that decodes every req
 - exporter CPU per order / per trade span, single-threaded: ``bench_exporter.py``'s measurement (the same records
   through the lean path, and through SDK objects + the official OTLP encoders, which is what hand-written OTel's
   export work is), CPU time, best of the repeats.
-- delivered with 0 dropped: the offered rate is stepped (orders 2k, 5k, 10k, 20k, 50k, 100k/s; trades 500, 1k, 2k,
-  5k, 10k, 20k/s), each step for ``--step-seconds``; a step passes when the bot achieved >= 95 % of the offered
+- delivered with 0 dropped: the offered rate is stepped (orders 1k, 2k, 5k, 10k, 20k, 50k, 100k/s; trades 200, 500,
+  1k, 2k, 5k, 10k, 20k/s), each step for ``--step-seconds``; a step passes when the bot achieved >= 95 % of the offered
   rate, the receiver got every span made and nothing was dropped (the bot's own counters and the exporter's
   ``qt.telemetry.dropped``). Stepping stops at the first failure; the highest passing step is reported.
 - process-tree CPU per order / per trade at the compare rate (2,000 orders/s, 500 trades/s, both engines pass it
@@ -65,8 +65,8 @@ sys.path.insert(0, str(REPO / "src"))
 from benchmarks.bench_overhead import Bot, Sink  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ORDER_RATES = (2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
-TRADE_RATES = (500, 1_000, 2_000, 5_000, 10_000, 20_000)
+ORDER_RATES = (1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
+TRADE_RATES = (200, 500, 1_000, 2_000, 5_000, 10_000, 20_000)
 COMPARE_ORDERS, COMPARE_TRADES = 2_000, 500
 SPANS_PER_TRADE = 6
 ENGINES = {"qt": "qt_process", "otel": "otel_sdk", "bare": "bare"}
