@@ -28,7 +28,8 @@ Both export OTLP/HTTP to a local receiver in this process that decodes every req
 - delivered with 0 dropped: the offered rate is stepped (orders 1k, 2k, 5k, 10k, 20k, 50k, 100k/s; trades 200, 500,
   1k, 2k, 5k, 10k, 20k/s), each step for ``--step-seconds``; a step passes when the bot achieved >= 95 % of the offered
   rate, the receiver got every span made and nothing was dropped (the bot's own counters and the exporter's
-  ``qt.telemetry.dropped``). Stepping stops at the first failure; the highest passing step is reported.
+  ``qt.telemetry.dropped``). Stepping stops at the first failure (but always runs the compare rate below); the
+  highest step passed before the first failure is reported.
 - process-tree CPU per order / per trade at the compare rate (2,000 orders/s, 500 trades/s, both engines pass it
   on a quiet box): utime + stime of the bot (``getrusage``) and its exporter (``/proc/<pid>/task/*/schedstat``,
   nanoseconds) over the step and its drain, less what the bare loop spent at the same rate (and less the bot's
@@ -279,11 +280,12 @@ def step(bot: Bot, tree: Tree, kind: str, rate: int, seconds: float, endpoint: s
 
 
 def ladder(bot: Bot, tree: Tree, kind: str, rates: tuple[int, ...], seconds: float, endpoint: str | None,
-           settle: float) -> list[dict[str, Any]]:
+           settle: float, compare: int) -> list[dict[str, Any]]:
+    """The steps in turn, until one fails at or above the compare rate (which is always run: its CPU is compared)."""
     out = []
     for rate in rates:
         out.append(step(bot, tree, kind, rate, seconds, endpoint, settle))
-        if not out[-1]["ok"]:
+        if not out[-1]["ok"] and rate >= compare:
             break
         if endpoint:
             quiesce(bot, endpoint, still=0.3)
@@ -317,8 +319,8 @@ def child(engine: str, endpoint: str, quick: bool, step_seconds: float) -> None:
     result["trade"] = on_thread_ns(lambda: bot.trade("BTCUSDT"), budget, bursts, 1_000 // SPANS_PER_TRADE)
     result["on_thread_dropped"] = bot.dropped() - dropped  # by the bot: a shed batch would take another path
     if engine == "bare":
-        result["orders"] = ladder(bot, tree, "orders", (COMPARE_ORDERS,), step_seconds, None, 0)
-        result["trades"] = ladder(bot, tree, "trades", (COMPARE_TRADES,), step_seconds, None, 0)
+        result["orders"] = ladder(bot, tree, "orders", (COMPARE_ORDERS,), step_seconds, None, 0, COMPARE_ORDERS)
+        result["trades"] = ladder(bot, tree, "trades", (COMPARE_TRADES,), step_seconds, None, 0, COMPARE_TRADES)
     else:
         quiesce(bot, endpoint)
         idle = 2.0 if quick else 5.0
@@ -328,9 +330,9 @@ def child(engine: str, endpoint: str, quick: bool, step_seconds: float) -> None:
         result["idle"] = {"bot": (b["bot"] - a["bot"]) / (b["t"] - a["t"]),
                           "exporter": Tree.exporter_delta(a, b) / (b["t"] - a["t"])}
         settle = 1.5 if engine == "qt" else 0.0
-        result["orders"] = ladder(bot, tree, "orders", ORDER_RATES, step_seconds, endpoint, settle)
+        result["orders"] = ladder(bot, tree, "orders", ORDER_RATES, step_seconds, endpoint, settle, COMPARE_ORDERS)
         quiesce(bot, endpoint)
-        result["trades"] = ladder(bot, tree, "trades", TRADE_RATES, step_seconds, endpoint, settle)
+        result["trades"] = ladder(bot, tree, "trades", TRADE_RATES, step_seconds, endpoint, settle, COMPARE_TRADES)
     result["bot_hwm"] = status_mib(os.getpid(), "VmHWM")
     pid = exporter_pid()
     result["exporter_hwm"] = status_mib(pid, "VmHWM") if pid else None
@@ -440,8 +442,13 @@ def _ratio(qt: float | None, otel: float | None) -> str:
 
 
 def _best(steps: list[dict[str, Any]]) -> int | None:
-    ok = [s["rate"] for s in steps if s["ok"]]
-    return ok[-1] if ok else None
+    """The highest step passed before the first failure."""
+    best = None
+    for s in steps:
+        if not s["ok"]:
+            break
+        best = s["rate"]
+    return best
 
 
 def _at(steps: list[dict[str, Any]], rate: int) -> dict[str, Any] | None:
