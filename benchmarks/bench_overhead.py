@@ -209,8 +209,9 @@ class Bot:
             tp.add_span_processor(OTLPSpanProcessor(endpoint=endpoint + "/v1/traces"))
         else:
             tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint + "/v1/traces")))
+        interval = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", 10_000))  # the same as qt's, when set
         mp = MeterProvider(metric_readers=[PeriodicExportingMetricReader(
-            OTLPMetricExporter(endpoint=endpoint + "/v1/metrics"), export_interval_millis=10_000)])
+            OTLPMetricExporter(endpoint=endpoint + "/v1/metrics"), export_interval_millis=interval)])
         trace.set_tracer_provider(tp)
         metrics.set_meter_provider(mp)
         tracer = tp.get_tracer("bot")
