@@ -18,6 +18,7 @@ from qt_telemetry.kill_switch import (
     observe_kill_switch,
     record_kill_switch,
 )
+from qt_telemetry.latency import MarketEvent, market_event
 from qt_telemetry.orders import (
     order_acknowledged,
     order_cancelled,
@@ -32,6 +33,7 @@ from qt_telemetry.risk import RiskCheck, daily_pnl_used, risk_check, set_risk_ga
 __all__ = [
     "ConfigurationError",
     "FeedMonitor",
+    "MarketEvent",
     "PyBreakerListener",
     "RiskCheck",
     "Stage",
@@ -48,6 +50,7 @@ __all__ = [
     "kill_switch_activation",
     "kill_switch_deactivation",
     "logs",
+    "market_event",
     "observe_kill_switch",
     "observe_pybreaker",
     "order_acknowledged",

@@ -29,8 +29,17 @@ A nested call (``create_limit_order`` calling ``create_order``, a base ``edit_or
 one span: the outermost. ``ccxt.pro``'s ``watch_*`` market-data methods report feed health to a
 :class:`~qt_telemetry.FeedMonitor` named ``<exchange id>.<channel>`` (``binance.trades``): each update returned is
 a message (and its gap), a ``NetworkError`` out of a watch is a disconnect, the next update a reconnect.
+
+The latency budget (:mod:`qt_telemetry.latency`) fills its venue side by itself: a placement's reply carries the
+venue's ``timestamp`` of the order, which is its ack (``order_to_ack`` on the order span) and a sample of the
+venue's clock offset, as is every ``fetch_time()``; fills carry the trade's or order's venue time. A ``watch_*``
+message names a trade's trigger::
+
+    ticker = await exchange.watch_ticker("BTC/USDT")
+    with flow.signal(trigger=market_event(exchange, ticker)): ...
 """
 
+from qt_telemetry._integrations.ccxt import ccxt_market_event as market_event
 from qt_telemetry._integrations.ccxt import instrument_ccxt, uninstrument_ccxt
 
-__all__ = ["instrument_ccxt", "uninstrument_ccxt"]
+__all__ = ["instrument_ccxt", "market_event", "uninstrument_ccxt"]

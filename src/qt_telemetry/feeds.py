@@ -18,6 +18,7 @@ from qt_telemetry._engine.recorder.safety import telemetry_error, user_name
 from qt_telemetry._engine.recorder.scope import record_event
 from qt_telemetry._engine.recorder.state import STATE
 from qt_telemetry._values import text
+from qt_telemetry.latency import MarketEvent, market_event
 
 _GAP_AND_MESSAGE = semconv.FEED_GAP.name
 _MESSAGES = semconv.FEED_MESSAGES.name
@@ -32,10 +33,14 @@ class _SymbolState:
 
 
 class FeedMonitor:
-    """Health of one market-data feed (e.g. ``FeedMonitor("binance-ws")``)."""
+    """Health of one market-data feed (e.g. ``FeedMonitor("binance-ws", venue="binance")``). ``venue``: whose
+    clock the messages' exchange timestamps are on (that venue's estimated clock offset is applied to them)."""
 
-    def __init__(self, feed: str, *, max_symbols: int = 1000) -> None:
+    def __init__(self, feed: str, *, venue: str | None = None, max_symbols: int = 1000) -> None:
         self.feed = user_name(feed, "feed")
+        if venue is not None and not isinstance(venue, str):
+            raise ConfigurationError(f"venue={show(venue)}: expected a string")
+        self.venue = venue
         if isinstance(max_symbols, bool) or not isinstance(max_symbols, int) or max_symbols < 1:
             raise ConfigurationError(f"max_symbols={show(max_symbols)}: expected a positive whole number")
         self.max_symbols = max_symbols
@@ -76,10 +81,15 @@ class FeedMonitor:
             telemetry_error("feed_failed", repr(exc))
         self._set_connected(symbol, True, "reconnected")
 
-    def message(self, symbol: Any = None, *, received_at: float | None = None) -> None:
-        """One message arrived (``received_at``: ``time.monotonic()`` seconds); records the gap since the last."""
+    def message(self, symbol: Any = None, *, received_at: float | None = None,
+                exchange_time: float | None = None) -> MarketEvent:
+        """One message arrived (``received_at``: ``time.monotonic()`` seconds, default now; ``exchange_time``: the
+        venue's timestamp of it, epoch seconds); records the gap since the last. Returns the message as a
+        :class:`~qt_telemetry.MarketEvent`, to name as a trade's trigger (``flow.signal(trigger=event)``)."""
+        event = market_event(symbol, feed=self.feed, venue=self.venue, exchange_time=exchange_time,
+                             received_at=received_at)
         try:
-            now = time.monotonic() if received_at is None else float(received_at)
+            now = event.received_at
             state = self._state(symbol)
             previous, state.last_message = state.last_message, now
             engine = STATE.active()
@@ -97,6 +107,7 @@ class FeedMonitor:
                 self._mark(state, True, None)
         except Exception as exc:  # noqa: BLE001
             telemetry_error("feed_failed", repr(exc))
+        return event
 
     def _observe_staleness(self, state: _SymbolState) -> None:
         if not state.staleness_observed and state.last_message is not None:

@@ -26,6 +26,7 @@ from qt_telemetry._engine.recorder.safety import telemetry_error
 from qt_telemetry._engine.recorder.scope import BlockScope
 from qt_telemetry._engine.recorder.state import STATE, idle
 from qt_telemetry._values import clean_attributes, finite, plain, text
+from qt_telemetry.latency import MarketEvent, trigger_attributes
 
 _CURRENT_FLOW: ContextVar[TradeFlow | None] = ContextVar("qt_telemetry_flow", default=None)
 
@@ -126,6 +127,8 @@ class TradeFlow(_Lasting):
         super().__init__(attrs)
         self.reference_price: float | None = None
         self.reject_reason: str | None = None
+        #: The market-data event that triggered this trade (``signal(trigger=...)``): the latency budget's start.
+        self.trigger: MarketEvent | None = None
         self._remote_parent = parent
         self._flow_token: Token[TradeFlow | None] | None = None
 
@@ -157,9 +160,16 @@ class TradeFlow(_Lasting):
 
     # --- the four stages ------------------------------------------------------------------------------
     def signal(self, *, confidence: Any = None, direction: Any = None, reference_price: Any = None,
-               **attributes: Any) -> Stage:
-        """The signal stage. ``reference_price`` is what fills' slippage is measured against."""
+               trigger: MarketEvent | None = None, **attributes: Any) -> Stage:
+        """The signal stage. ``reference_price`` is what fills' slippage is measured against. ``trigger``: the
+        market-data event the signal came from (``FeedMonitor.message(...)`` or ``qt.market_event(...)``): the
+        trade's latency budget starts there (``feed`` on this stage; ``tick_to_trade`` and ``total`` on its
+        orders)."""
         extra: dict[str, Any] = dict(attributes)
+        if trigger is not None:
+            extra.update(trigger_attributes(trigger))
+            if type(trigger) is MarketEvent:  # never isinstance: a hostile object may refuse its __class__
+                self.trigger = trigger
         if confidence is not None:
             extra[semconv.SIGNAL_CONFIDENCE] = confidence
         if direction is not None:
@@ -211,6 +221,7 @@ class _IdleFlow(TradeFlow):
         self.symbol = self.strategy = semconv.UNKNOWN_VALUE
         self.reference_price = None
         self.reject_reason = None
+        self.trigger = None
         self.attributes = {}
 
     def __enter__(self) -> Any:

@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
-from qt_telemetry import semconv
+from qt_telemetry import latency, semconv
 from qt_telemetry._config import ConfigurationError, show
 from qt_telemetry._engine.recorder.callargs import ArgumentReader
 from qt_telemetry._engine.recorder.context import attach_span, detach
@@ -28,6 +28,7 @@ from qt_telemetry._values import clean_attributes, finite, plain, text
 from qt_telemetry.flows import current_flow
 
 P = ParamSpec("P")
+_monotonic = time.monotonic
 R = TypeVar("R")
 
 #: Parameter names read for each order field (first match wins).
@@ -64,6 +65,8 @@ class OrderCall(BlockScope):
     _result: Any = None
     _extracted = False
     _unresolved = False
+    #: When the placement started (``time.monotonic()`` seconds): the order "sent" of the latency budget.
+    sent_at: float | None = None
 
     def __init__(self, attributes: dict[str, Any], source: tuple[Any, ...] | None = None,
                  client_id: Any = None) -> None:
@@ -74,8 +77,25 @@ class OrderCall(BlockScope):
 
     def open(self, engine: Any, parent: Any = None, current: bool = True) -> None:
         super().open(engine, parent, current)
+        if self.name == semconv.SPAN_ORDER:
+            self.sent_at = _monotonic()
+            trigger = self._trigger()
+            if trigger is not None:
+                self.attributes[semconv.LATENCY_TICK_TO_TRADE_S] = latency.tick_to_trade(
+                    trigger, self.sent_at, text(self.attributes.get(semconv.VENUE), 128))
         if self.client_id is not None:
             self.track(self.client_id)
+
+    def _trigger(self) -> Any:
+        """The market-data event the trade this order belongs to names as its trigger, if any."""
+        flow = self._source[4] if self._source is not None else current_flow()
+        return getattr(flow, "trigger", None) if flow is not None else None
+
+    def acknowledged(self, venue_time: Any) -> None:
+        """The placement's reply is the venue's ack (``venue_time``: its stamp, epoch seconds): ``order_to_ack`` on
+        this span (an ack update later adds no second one)."""
+        if self.engine is not None and not self.closed:
+            latency.acknowledged(self.order_record(), venue_time, self.attributes)
 
     def order_record(self) -> OrderRecord:
         """What the store keeps of this order (made once, when the order is first given an id)."""
@@ -86,6 +106,8 @@ class OrderCall(BlockScope):
             flow = self._source[4] if self._source is not None else current_flow()
             if flow is not None:
                 record.reference_price = flow.reference_price
+                record.trigger = getattr(flow, "trigger", None)
+            record.sent_at = self.sent_at
             self.stored = record
         return record
 
@@ -410,6 +432,8 @@ def update_order(record: OrderRecord | None, event: str, *, client_order_id: str
         if fill is not None:
             event, final = _fill(record, attrs, *fill)
         attrs[semconv.ORDER_EVENT] = event
+        if event == semconv.ORDER_ACK:
+            latency.acknowledged(record, attrs.get(semconv.ORDER_VENUE_TIME), attrs)
         update = OrderUpdate(attrs)
         if event == semconv.ORDER_REJECT:
             update.outcome = semconv.OUTCOME_REJECTED
@@ -432,13 +456,7 @@ def update_order(record: OrderRecord | None, event: str, *, client_order_id: str
         return NO_UPDATE
 
 
-def _venue_time(value: Any) -> float | None:
-    if value is None:
-        return None
-    seconds = finite(value)
-    if seconds is None:
-        telemetry_error("bad_venue_time")
-    return seconds
+_venue_time = latency.venue_seconds
 
 
 def _fill(record: OrderRecord | None, attrs: dict[str, Any], quantity: Any, price: Any, final: Any,
@@ -466,6 +484,7 @@ def _fill(record: OrderRecord | None, attrs: dict[str, Any], quantity: Any, pric
             attrs[semconv.SLIPPAGE_DIRECTION] = semconv.SLIPPAGE_FAVOURABLE if bps < 0 else semconv.SLIPPAGE_ADVERSE
     if final and record is not None:
         attrs[semconv.FILL_LATENCY_S] = (time.perf_counter_ns() - record.placed_ns) / 1e9
+        latency.filled(record, attrs.get(semconv.ORDER_VENUE_TIME), attrs)
     return (semconv.ORDER_FILL if final else semconv.ORDER_PARTIAL_FILL), final
 
 

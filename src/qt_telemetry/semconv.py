@@ -33,6 +33,12 @@ TRADE_DURATION_BUCKETS_S: Final = (
 FEED_GAP_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 #: One garbage collection's pause: 0.1 ms (a young collection) .. 1 s (a full one over a large heap).
 GC_PAUSE_BUCKETS_S: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+#: The latency budget's segments: 0.5 ms .. 10 s, a bound every 20-50 % between 5 ms and 300 ms so a p99 there
+#: is read to within a bucket that narrow (histogram_quantile interpolates inside one bucket).
+LATENCY_BUDGET_BUCKETS_S: Final = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.125, 0.15,
+    0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)
 #: Slippage magnitude in basis points (the direction is a label: a histogram cannot hold negative values).
 SLIPPAGE_BUCKETS_BPS: Final = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 
@@ -66,6 +72,8 @@ ROLE_EXPORTER: Final = "exporter"
 #: OpenTelemetry's process and CPython runtime conventions.
 CPU_MODE: Final = "cpu.mode"
 GC_GENERATION: Final = "cpython.gc.generation"
+#: Which part of the latency budget a measurement is (one of :data:`SEGMENTS`).
+SEGMENT: Final = "segment"
 
 # Span-only attributes (high cardinality: never metric labels).
 ORDER_QUANTITY: Final = "order.quantity"
@@ -84,6 +92,23 @@ SLIPPAGE_BPS: Final = "slippage.bps"
 #: The venue's own timestamp of an ack or fill, in epoch seconds (ccxt's ``timestamp`` / trade time).
 ORDER_VENUE_TIME: Final = "order.venue_time"
 TRADE_ID: Final = "trade.id"
+#: The market-data event that triggered a trade (on the signal stage span): its feed, symbol, the venue's
+#: timestamp (epoch seconds, the venue's clock, when the message had one) and the local receive time (epoch s).
+TRIGGER_FEED: Final = "trigger.feed"
+TRIGGER_SYMBOL: Final = "trigger.symbol"
+TRIGGER_EXCHANGE_TIME: Final = "trigger.exchange_time"
+TRIGGER_RECEIVED_TIME: Final = "trigger.received_time"
+#: The latency budget's segments in seconds, as span attributes: ``latency.feed`` on the signal stage span,
+#: ``latency.tick_to_trade`` (and ``latency.order_to_ack`` when the reply is the ack) on the order span,
+#: ``latency.order_to_ack`` on an ack update, ``latency.ack_to_fill`` and ``latency.total`` on the final fill.
+LATENCY_FEED_S: Final = "latency.feed"
+LATENCY_TICK_TO_TRADE_S: Final = "latency.tick_to_trade"
+LATENCY_ORDER_TO_ACK_S: Final = "latency.order_to_ack"
+LATENCY_ACK_TO_FILL_S: Final = "latency.ack_to_fill"
+LATENCY_TOTAL_S: Final = "latency.total"
+#: The venue clock offset (venue minus local, seconds) and its uncertainty applied to a span's venue timestamps.
+VENUE_CLOCK_OFFSET_S: Final = "venue.clock.offset"
+VENUE_CLOCK_UNCERTAINTY_S: Final = "venue.clock.offset.uncertainty"
 SIGNAL_CONFIDENCE: Final = "signal.confidence"
 SIGNAL_DIRECTION: Final = "signal.direction"
 SIGNAL_REFERENCE_PRICE: Final = "signal.reference_price"
@@ -103,7 +128,7 @@ PEER_SERVICE: Final = "peer.service"
 METRIC_ATTRIBUTE_KEYS: Final = frozenset({
     VENUE, SYMBOL, SIDE, ORDER_TYPE, OUTCOME, STRATEGY, ERROR_TYPE, STAGE, REASON, RISK_RULE, BREAKER,
     KILL_SWITCH, FEED, ORDER_EVENT, TELEMETRY_ERROR_KIND, TELEMETRY_SIGNAL, SLIPPAGE_DIRECTION, PROCESS_ROLE,
-    CPU_MODE, GC_GENERATION,
+    CPU_MODE, GC_GENERATION, SEGMENT,
 })
 
 # --- outcome values -------------------------------------------------------------------------------------
@@ -156,6 +181,19 @@ ORDER_PARTIAL_FILL: Final = "partial_fill"
 ORDER_FILL: Final = "fill"
 ORDER_CANCEL: Final = "cancel"
 ORDER_REJECT: Final = "reject"
+
+# --- latency budget segments (values of the ``segment`` attribute) ----------------------------------------
+SEGMENT_FEED: Final = "feed"
+SEGMENT_TICK_TO_TRADE: Final = "tick_to_trade"
+SEGMENT_ORDER_TO_ACK: Final = "order_to_ack"
+SEGMENT_ACK_TO_FILL: Final = "ack_to_fill"
+SEGMENT_TOTAL: Final = "total"
+#: Each segment and the span attribute that carries it.
+SEGMENTS: Final = {
+    SEGMENT_FEED: LATENCY_FEED_S, SEGMENT_TICK_TO_TRADE: LATENCY_TICK_TO_TRADE_S,
+    SEGMENT_ORDER_TO_ACK: LATENCY_ORDER_TO_ACK_S, SEGMENT_ACK_TO_FILL: LATENCY_ACK_TO_FILL_S,
+    SEGMENT_TOTAL: LATENCY_TOTAL_S,
+}
 
 #: Circuit breaker states and the gauge value each maps to (documented in the README).
 BREAKER_STATE_VALUES: Final = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
@@ -273,6 +311,22 @@ FEED_MESSAGES: Final = MetricSpec(
     "qt.feed.messages", "counter", "{message}", "Market-data messages received.", (FEED, SYMBOL))
 FEED_RECONNECTS: Final = MetricSpec(
     "qt.feed.reconnects", "counter", "{reconnect}", "Market-data feed reconnections.", (FEED, SYMBOL))
+LATENCY_SEGMENT: Final = MetricSpec(
+    "qt.latency.segment", "histogram", "s",
+    "The latency budget of a trade, one segment at a time: feed (exchange time -> local receive), tick_to_trade "
+    "(receive -> order sent), order_to_ack (sent -> venue ack), ack_to_fill (ack -> final fill), total (tick -> "
+    "final fill); venue timestamps corrected by the venue's estimated clock offset.",
+    (VENUE, SYMBOL, STRATEGY, SEGMENT), LATENCY_BUDGET_BUCKETS_S)
+LATENCY_SEGMENT_CLAMPED: Final = MetricSpec(
+    "qt.latency.segment.clamped", "counter", "{segment}",
+    "Latency segments that came out negative after clock-skew correction: recorded as 0, and counted here.",
+    (VENUE, SEGMENT))
+VENUE_CLOCK_OFFSET: Final = MetricSpec(
+    "qt.venue.clock.offset", "gauge", "s",
+    "Estimated venue clock minus local clock (from venue timestamps in replies to our requests).", (VENUE,))
+VENUE_CLOCK_OFFSET_UNCERTAINTY: Final = MetricSpec(
+    "qt.venue.clock.offset.uncertainty", "gauge", "s",
+    "Uncertainty of the venue clock offset: half the round trip of the request it was estimated from.", (VENUE,))
 TELEMETRY_ERRORS: Final = MetricSpec(
     "qt.telemetry.errors", "counter", "{error}",
     "Values the instrumentation dropped, clamped or replaced instead of raising into trading code.",
@@ -330,38 +384,63 @@ class Magnitude:
     key: str
 
 
-#: Which metrics each span yields: (metric, value) where value is "duration", a constant, an attribute key or
-#: the :class:`Magnitude` of one.
-SPAN_METRICS: Final[dict[str, tuple[tuple[MetricSpec, float | str | Magnitude], ...]]] = {
-    SPAN_ORDER: ((ORDER_LATENCY, "duration"),),
+@dataclass(frozen=True)
+class Segment:
+    """A value source of :data:`SPAN_METRICS`: the span attribute holding latency segment ``name`` (seconds),
+    measured with the attribute ``segment=name`` added to the span's."""
+
+    name: str
+
+    @property
+    def key(self) -> str:
+        return SEGMENTS[self.name]
+
+
+_ORDER_SEGMENTS: Final = (
+    (LATENCY_SEGMENT, Segment(SEGMENT_TICK_TO_TRADE)), (LATENCY_SEGMENT, Segment(SEGMENT_ORDER_TO_ACK)))
+_UPDATE_SEGMENTS: Final = (
+    (LATENCY_SEGMENT, Segment(SEGMENT_ORDER_TO_ACK)), (LATENCY_SEGMENT, Segment(SEGMENT_ACK_TO_FILL)),
+    (LATENCY_SEGMENT, Segment(SEGMENT_TOTAL)))
+
+
+#: Which metrics each span yields: (metric, value) where value is "duration", a constant, an attribute key, the
+#: :class:`Magnitude` of one or a latency :class:`Segment`.
+SPAN_METRICS: Final[dict[str, tuple[tuple[MetricSpec, float | str | Magnitude | Segment], ...]]] = {
+    SPAN_ORDER: ((ORDER_LATENCY, "duration"), *_ORDER_SEGMENTS),
     SPAN_ORDER_CANCEL: ((ORDER_CANCEL_LATENCY, "duration"),),
     SPAN_TRADE: ((TRADE_DURATION, "duration"), (TRADES, 1)),
-    SPAN_SIGNAL: ((STAGE_DURATION, "duration"),),
+    SPAN_SIGNAL: ((STAGE_DURATION, "duration"), (LATENCY_SEGMENT, Segment(SEGMENT_FEED))),
     SPAN_ENTRY: ((STAGE_DURATION, "duration"),),
     SPAN_EXECUTION: ((STAGE_DURATION, "duration"),),
     SPAN_EXIT: ((STAGE_DURATION, "duration"),),
     SPAN_RISK_CHECK: ((RISK_CHECK_LATENCY, "duration"), (RISK_CHECKS, 1)),
-    SPAN_ORDER_EVENT: ((ORDER_EVENTS, 1), (SLIPPAGE, Magnitude(SLIPPAGE_BPS)), (FILL_LATENCY, FILL_LATENCY_S)),
+    SPAN_ORDER_EVENT: ((ORDER_EVENTS, 1), (SLIPPAGE, Magnitude(SLIPPAGE_BPS)), (FILL_LATENCY, FILL_LATENCY_S),
+                       *_UPDATE_SEGMENTS),
 }
 
 
 def span_measurements(name: str, attributes: Mapping[str, Any],
-                      duration_ns: int) -> Iterator[tuple[MetricSpec, Any]]:
-    """The metrics one of our spans yields by :data:`SPAN_METRICS`, read from its attributes (the exporter's
-    converters, and the trading side's spill when it keeps the counts of spans it had to shed)."""
+                      duration_ns: int) -> Iterator[tuple[MetricSpec, Any, Mapping[str, Any]]]:
+    """The metrics one of our spans yields by :data:`SPAN_METRICS`, read from its attributes: (metric, value, the
+    attributes its labels come from). Used by the exporter's converters, and the trading side's spill when it keeps
+    the counts of spans it had to shed."""
     for spec, source in SPAN_METRICS.get(name, ()):
         if source == "duration":
-            yield spec, duration_ns / 1e9
+            yield spec, duration_ns / 1e9, attributes
         elif isinstance(source, str):
             value = attributes.get(source)
             if value is not None:
-                yield spec, value
+                yield spec, value, attributes
         elif isinstance(source, Magnitude):
             magnitude = finite(attributes.get(source.key))
             if magnitude is not None:
-                yield spec, abs(magnitude)
+                yield spec, abs(magnitude), attributes
+        elif isinstance(source, Segment):
+            value = attributes.get(source.key)
+            if value is not None:
+                yield spec, value, {**{key: attributes.get(key) for key in spec.attributes}, SEGMENT: source.name}
         else:
-            yield spec, source
+            yield spec, source, attributes
 
 
 #: Every metric qt-telemetry defines, by OTel name.
@@ -373,6 +452,7 @@ METRICS: Final = {
         KILL_SWITCH_ACTIVE, KILL_SWITCH_LAST_CHANGE, KILL_SWITCH_ACTIVATIONS, BREAKER_STATE, BREAKER_TRIPS,
         BREAKER_RESETS, RISK_CHECKS, RISK_CHECK_LATENCY, DAILY_PNL_USED, OPEN_POSITIONS, MAX_POSITIONS,
         GROSS_EXPOSURE, FEED_CONNECTED, FEED_GAP, FEED_STALENESS, FEED_MESSAGES, FEED_RECONNECTS,
+        LATENCY_SEGMENT, LATENCY_SEGMENT_CLAMPED, VENUE_CLOCK_OFFSET, VENUE_CLOCK_OFFSET_UNCERTAINTY,
         TELEMETRY_ERRORS, TELEMETRY_DROPPED, HEARTBEAT, *RUNTIME_METRICS,
     )
 }

@@ -123,6 +123,11 @@ class FakeBinance:
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)
     released: threading.Event = field(default_factory=threading.Event)
     balances: dict[str, float] = field(default_factory=lambda: {"USDT": 10_000.0, "BTC": 0.0, "ETH": 0.0})
+    #: The venue's clock minus ours, in seconds: every timestamp it stamps (orders, fills, server time) is that far
+    #: off, as a venue whose clock is skewed would be.
+    clock_offset: float = 0.0
+    #: Seconds a new order takes to be accepted (its ``transactTime`` is stamped after them): an order-to-ack.
+    order_delay: float = 0.0
 
     def __post_init__(self) -> None:
         self._scripts: dict[tuple[str, str], list[Responder]] = {}
@@ -177,8 +182,13 @@ class FakeBinance:
         with self._lock:
             return [r for r in self.requests if r.method == method and r.path == path]
 
-    def fill(self, order_id: Any, executed: str | None = None) -> None:
-        """The market trades against a resting order: filled completely, or ``executed`` of it so far."""
+    def now_ms(self) -> int:
+        """The venue's clock (ours plus :attr:`clock_offset`), in milliseconds as Binance stamps."""
+        return _now_ms() + round(self.clock_offset * 1000)
+
+    def fill(self, order_id: Any, executed: str | None = None, *, at_ms: int | None = None) -> None:
+        """The market trades against a resting order: filled completely, or ``executed`` of it so far (at the venue's
+        time ``at_ms``, default now)."""
         with self._lock:
             order = self.orders[int(order_id)]
             before = float(order["executedQty"])
@@ -186,7 +196,7 @@ class FakeBinance:
             order["executedQty"] = order["origQty"] if executed is None else executed
             order["cummulativeQuoteQty"] = f"{float(order['executedQty']) * float(self.fill_price):.8f}"
             order["status"] = "FILLED" if done else "PARTIALLY_FILLED"
-            order["updateTime"] = _now_ms()
+            order["updateTime"] = self.now_ms() if at_ms is None else at_ms
             self._settle(order["symbol"], order["side"], float(order["executedQty"]) - before)
 
     def close(self) -> None:
@@ -228,7 +238,9 @@ class FakeBinance:
         if executed is None:
             executed = qty if status == "FILLED" else "0"
         price = p.get("price", "0.00000000")
-        now = _now_ms()
+        if self.order_delay:
+            time.sleep(self.order_delay)  # the matching engine taking its time: a real order-to-ack
+        now = self.now_ms()
         order = {
             "symbol": p["symbol"], "orderId": next(self._ids), "orderListId": -1,
             "clientOrderId": p["newClientOrderId"], "transactTime": now, "price": price, "origQty": qty,
@@ -378,7 +390,7 @@ def _empty_list(venue: FakeBinance, request: Request) -> Reply:
 
 
 _ROUTES: dict[tuple[str, str], Responder] = {
-    ("GET", "/api/v3/time"): lambda venue, request: (200, {"serverTime": _now_ms()}),
+    ("GET", "/api/v3/time"): lambda venue, request: (200, {"serverTime": venue.now_ms()}),
     ("GET", "/api/v3/exchangeInfo"): _exchange_info,
     ("GET", "/api/v3/klines"): _klines,
     ("GET", "/api/v3/ticker/24hr"): _ticker,
@@ -485,10 +497,12 @@ def trade_event(symbol_id: str, trade_id: int, price: str, quantity: str) -> dic
             "M": True}
 
 
-def mini_ticker_event(symbol_id: str, last: str) -> dict[str, Any]:
-    """A ``<symbol>@miniTicker`` stream event (what ccxt's ``watch_ticker`` subscribes to on spot)."""
-    return {"e": "24hrMiniTicker", "E": _now_ms(), "s": symbol_id, "c": last, "o": last, "h": last, "l": last,
-            "v": "10", "q": "1000"}
+def mini_ticker_event(symbol_id: str, last: str, *, time_ms: int | None = None) -> dict[str, Any]:
+    """A ``<symbol>@miniTicker`` stream event (what ccxt's ``watch_ticker`` subscribes to on spot), stamped
+    ``time_ms`` (default now)."""
+    stamp = _now_ms() if time_ms is None else time_ms
+    return {"e": "24hrMiniTicker", "E": stamp, "s": symbol_id, "c": last, "o": last, "h": last, "l": last, "v": "10",
+            "q": "1000"}
 
 
 def kline_event(symbol_id: str, interval: str, price: str) -> dict[str, Any]:

@@ -255,6 +255,8 @@ def _calls(v: Any, w: Any, kw: dict[str, Any]) -> list[Callable[[], Any]]:
         lambda: qt.daily_pnl_used(v, w),
         lambda: feed.message(v, received_at=w),
         lambda: feed.message(v),
+        lambda: feed.message(w, received_at=v, exchange_time=w),
+        lambda: qt.market_event(v, feed=w, venue=v, exchange_time=w, received_at=v),
         lambda: feed.connected(v),
         lambda: feed.disconnected(v, reason=w),
         lambda: feed.reconnected(w),
@@ -272,6 +274,8 @@ def _flow_calls(v: Any, w: Any, kw: dict[str, Any]) -> None:
     with qt.trade_flow(symbol=v, strategy=w, trade_id=v, parent=w if type(w) is dict else None, **kw) as flow:
         with flow.signal(confidence=v, direction=w, reference_price=v, **kw):
             flow.set_attribute("k", v)
+        with flow.signal(trigger=v):
+            pass
         with flow.entry(**kw), flow.execution(**kw), flow.exit(**kw):
             pass
         flow.reject(v)

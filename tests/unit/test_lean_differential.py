@@ -294,7 +294,8 @@ HOSTILE = [
 texts = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=12))
 KEYS = sorted(semconv.METRIC_ATTRIBUTE_KEYS | {
     semconv.ORDER_PRICE, semconv.ORDER_CLIENT_ID, semconv.SLIPPAGE_BPS, semconv.FILL_LATENCY_S,
-    semconv.SAMPLING_KEEP, "api_key", "secretKey", "auth.token", LONE_A, LONE_B, "note", ""})
+    semconv.SAMPLING_KEEP, "api_key", "secretKey", "auth.token", LONE_A, LONE_B, "note", "",
+    *semconv.SEGMENTS.values()})
 keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=6), st.integers(0, 3))
 scalars = st.one_of(texts, st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
                     st.integers(-(2**70), 2**70), st.integers(-3, 3), st.binary(max_size=3))

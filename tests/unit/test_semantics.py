@@ -5,6 +5,7 @@ this keeps them true, and a row without a scenario here (or a scenario without a
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,12 @@ def _flow_with_stage() -> None:
         pass
 
 
+def _flow_triggered() -> None:
+    tick = qt.market_event("BTCUSDT", venue="binance", exchange_time=time.time() - 0.01)
+    with qt.trade_flow(symbol="BTCUSDT", strategy="momo") as flow, flow.signal(trigger=tick):
+        pass
+
+
 def _flow_rejected() -> None:
     with qt.trade_flow(symbol="BTCUSDT", strategy="momo"):
         _risk(lambda check: check.reject("max_positions"))
@@ -144,6 +151,7 @@ SCENARIOS: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
     f"{RISK} … raises": (_nothing, _raising(ValueError, lambda: _risk(_failing_check))),
     FLOW: (_nothing, _flow_with_stage),
     f"{FLOW} … a risk check in it rejects": (_nothing, _flow_rejected),
+    f"{FLOW} … its signal names a trigger: `flow.signal(trigger=tick)`": (_nothing, _flow_triggered),
 }
 ROWS = _rows()
 

@@ -80,20 +80,26 @@ BEFORE_INIT: dict[str, Any] = {
     "set_risk_gauges": lambda: qt.set_risk_gauges(strategy="s", open_positions=2, daily_pnl_used=0.5),
     "daily_pnl_used": lambda: qt.daily_pnl_used(-50, 100),
     "FeedMonitor": lambda: qt.FeedMonitor("ws").message("BTCUSDT"),
+    "market_event": lambda: _triggered(qt.market_event("BTCUSDT", venue="v", exchange_time=1_796_000_000.0)),
     "inject": lambda: qt.inject(),
     "extract": lambda: qt.extract({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}),
     "force_flush": lambda: qt.force_flush(),
     "shutdown": lambda: qt.shutdown(),
     "current": lambda: qt.current(),
 }
-_NOT_CALLS = {"ConfigurationError", "RiskCheck", "Stage", "TelemetryInfo", "TradeFlow", "__version__", "init",
-              "logs", "semconv"}
+_NOT_CALLS = {"ConfigurationError", "MarketEvent", "RiskCheck", "Stage", "TelemetryInfo", "TradeFlow", "__version__",
+              "init", "logs", "semconv"}
 
 
 def _flow() -> None:
     with qt.trade_flow(symbol="BTCUSDT", strategy="s") as flow:
         with flow.signal(confidence=1.0), flow.entry(), flow.execution(), flow.exit():
             place("BTCUSDT", "buy", 1)
+
+
+def _triggered(event: qt.MarketEvent) -> None:  # the trade's latency budget starts at its trigger
+    with qt.trade_flow(symbol="BTCUSDT", strategy="s") as flow, flow.signal(trigger=event):
+        pass
 
 
 def _risk() -> None:

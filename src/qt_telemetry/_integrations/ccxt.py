@@ -14,6 +14,7 @@ import inspect
 import json
 import re
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
@@ -32,6 +33,7 @@ from qt_telemetry._engine.recorder.state import STATE
 from qt_telemetry._engine.recorder.wrapping import traced
 from qt_telemetry._values import finite, text
 from qt_telemetry.feeds import FeedMonitor
+from qt_telemetry.latency import MarketEvent, clock_sample, market_event
 from qt_telemetry.orders import OrderCall, order_span, update_order
 
 E = TypeVar("E")
@@ -114,6 +116,10 @@ WATCH_METHODS: Mapping[str, tuple[str, bool]] = {
 STREAM_METHODS: Mapping[str, str] = {"watch_orders": "orders", "watch_my_trades": "trades"}
 #: Where ccxt hands over every request it sends: REST (sync and async) and websocket.
 _REQUEST_HOOKS = ("set_last_request", "watch")
+#: Calls whose reply is the venue's clock (milliseconds): each one a sample of the venue's clock offset.
+CLOCK_METHODS = ("fetch_time",)
+#: Market-data messages remembered per (venue, symbol) as triggers (:func:`market_event`), at most.
+MAX_TRIGGERS = 1000
 
 _current: ContextVar[_CcxtCall | None] = ContextVar("qt_telemetry_ccxt_call", default=None)
 _watching: ContextVar[bool] = ContextVar("qt_telemetry_ccxt_watching", default=False)
@@ -136,12 +142,15 @@ class _Registry:
             weakref.WeakKeyDictionary()
         self.monitors: dict[str, FeedMonitor] = {}
         self.down: set[tuple[str, str]] = set()
+        #: The last ``watch_*`` message per (venue, symbol) and the event it was: (message, event).
+        self.triggers: dict[tuple[str | None, str | None], tuple[Any, MarketEvent]] = {}
 
     def clear(self) -> None:
         with self.lock:
             self.secrets_seen.clear()
             self.monitors.clear()
             self.down.clear()
+            self.triggers.clear()
 
     def undo(self) -> None:
         with self.lock:
@@ -149,7 +158,7 @@ class _Registry:
                 setattr(owner, name, original)
             self.patched.clear()
             for exchange in list(self.instances):
-                for name in (*ORDER_METHODS, *WATCH_METHODS, *STREAM_METHODS, *_REQUEST_HOOKS):
+                for name in (*ORDER_METHODS, *WATCH_METHODS, *STREAM_METHODS, *_REQUEST_HOOKS, *CLOCK_METHODS):
                     if name in exchange.__dict__:
                         delattr(exchange, name)
             self.instances.clear()
@@ -208,6 +217,9 @@ def _wrap_instance(exchange: Any) -> None:
     for name in _REQUEST_HOOKS:
         if callable(getattr(exchange, name, None)):
             wrapt.wrap_function_wrapper(exchange, name, _sent)
+    for name in CLOCK_METHODS:
+        if callable(getattr(exchange, name, None)):
+            wrapt.wrap_function_wrapper(exchange, name, _timed)
 
 
 def _is_async(exchange: Any) -> bool:
@@ -249,6 +261,10 @@ def _instrument_classes() -> None:
                 if issubclass(cls, asynchronous) and not inspect.iscoroutinefunction(original):
                     continue  # a sync helper of an async exchange returns a coroutine: its callee is traced
                 patch(cls, name, traced(original, _maker(method, None), _read_reply))
+            for name in CLOCK_METHODS:
+                original = cls.__dict__.get(name)
+                if callable(original):
+                    patch(cls, name, wrapt.FunctionWrapper(original, _timed))
             if cls.__module__.startswith("ccxt.pro."):
                 for name, (channel, many) in WATCH_METHODS.items():
                     original = cls.__dict__.get(name)
@@ -393,6 +409,8 @@ class _CcxtCall:
             for client_id in client_ids:
                 if self._ours(client_id, call.stored):
                     call.track(client_id)
+            if reply.get("timestamp") is not None and reply.get("status") != "rejected":
+                call.acknowledged(_seconds(reply.get("timestamp")))  # the venue's stamp: when it took the order
             return
         record = _find(self.venue, text(method.arg("id", self.args, self.kwargs), 128), self._param_ids()) or \
             _find(self.venue, order_id, client_ids)
@@ -727,7 +745,8 @@ def _watch_wrapper(channel: str, many: bool) -> Any:
             raise
         finally:
             _watching.reset(token)
-        _feed_up(instance, channel, _symbols_of(result) if many else args[0] if args else kwargs.get("symbol"))
+        _feed_up(instance, channel, _symbols_of(result) if many else args[0] if args else kwargs.get("symbol"),
+                 result, many)
         return result
 
     return watched
@@ -739,22 +758,97 @@ def _monitor(exchange: Any, channel: str) -> FeedMonitor:
     monitor = registry.monitors.get(name)
     if monitor is None:
         with registry.lock:
-            monitor = registry.monitors.setdefault(name, FeedMonitor(name))
+            monitor = registry.monitors.setdefault(name, FeedMonitor(name, venue=getattr(exchange, "id", None)))
     return monitor
 
 
-def _feed_up(exchange: Any, channel: str, symbols: Any) -> None:
+def _feed_up(exchange: Any, channel: str, symbols: Any, result: Any, many: bool) -> None:
     try:
         monitor = _monitor(exchange, channel)
-        down = _registry().down
+        registry = _registry()
+        down = registry.down
         for symbol in (symbols if isinstance(symbols, list | tuple) else (symbols,)):
             key = (monitor.feed, text(symbol) or semconv.UNKNOWN_VALUE)
             if key in down:
                 down.discard(key)
                 monitor.reconnected(symbol)
-            monitor.message(symbol)
+            message = result.get(symbol) if many and isinstance(result, Mapping) and symbol in result else result
+            event = monitor.message(symbol, exchange_time=_seconds(_message_time(message)))
+            _remember(registry, monitor.venue, event.symbol, message, event)
     except Exception as exc:  # noqa: BLE001
         telemetry_error("ccxt_feed_failed", type(exc).__name__)
+
+
+def _remember(registry: _Registry, venue: str | None, symbol: str | None, message: Any, event: MarketEvent) -> None:
+    """The message as the trigger :func:`market_event` finds: the last per (venue, symbol), bounded."""
+    triggers = registry.triggers
+    key = (venue, symbol)
+    if key not in triggers and len(triggers) >= MAX_TRIGGERS:
+        telemetry_error("ccxt_trigger_overflow", venue or "")
+        return
+    triggers[key] = (message, event)
+
+
+def _message_time(message: Any) -> Any:
+    """The venue's timestamp (ms) of a market-data message: a ticker's or order book's ``timestamp``, the last
+    trade's; None for what has none (a candle's time is when it opened, not when it was sent)."""
+    if isinstance(message, Mapping):
+        return message.get("timestamp")
+    if isinstance(message, list) and message and isinstance(message[-1], Mapping):
+        return message[-1].get("timestamp")
+    return None
+
+
+def _message_symbol(message: Any) -> Any:
+    if isinstance(message, Mapping):
+        return message.get("symbol")
+    if isinstance(message, list) and message and isinstance(message[-1], Mapping):
+        return message[-1].get("symbol")
+    return None
+
+
+def ccxt_market_event(exchange: Any, message: Any) -> MarketEvent:
+    """A ``ccxt.pro`` market-data message (what ``watch_ticker``, ``watch_trades``, ``watch_order_book`` returned)
+    as a trade's trigger: received when the watch returned it, stamped by the venue's ``timestamp``. A message the
+    integration did not see (or no longer the last of its symbol) is received now. Never raises."""
+    try:
+        venue = text(getattr(exchange, "id", None), 128)
+        symbol = _message_symbol(message)
+        found = _registry().triggers.get((venue, text(symbol)))
+        if found is not None and found[0] is message:
+            return found[1]
+        return market_event(symbol, feed=venue, venue=venue, exchange_time=_seconds(_message_time(message)))
+    except Exception as exc:  # noqa: BLE001
+        telemetry_error("ccxt_trigger_failed", type(exc).__name__)
+        return market_event()
+
+
+def _timed(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``fetch_time()`` (sync or async): the venue's clock between our send and receipt, a clock offset sample."""
+    if STATE.active() is None:
+        return wrapped(*args, **kwargs)
+    sent = time.monotonic()
+    result = wrapped(*args, **kwargs)
+    if inspect.isawaitable(result):
+        async def awaited() -> Any:
+            started = time.monotonic()  # a coroutine sends nothing until it is awaited
+            value = await result
+            _clock_reply(instance, started, value)
+            return value
+
+        return awaited()
+    _clock_reply(instance, sent, result)
+    return result
+
+
+def _clock_reply(exchange: Any, sent: float, milliseconds: Any) -> None:
+    received = time.monotonic()
+    try:
+        stamp = _seconds(milliseconds)
+        if stamp is not None:
+            clock_sample(text(getattr(exchange, "id", None), 128), sent_at=sent, venue_time=stamp, received_at=received)
+    except Exception as exc:  # noqa: BLE001
+        telemetry_error("ccxt_clock_failed", type(exc).__name__)
 
 
 def _feed_down(exchange: Any, channel: str, symbols: Any, many: bool, exc: BaseException) -> None:
@@ -778,5 +872,5 @@ def _symbols_of(result: Any) -> list[Any]:
     return [None]
 
 
-__all__ = ["CLIENT_ID_PARAMS", "CREDENTIALS", "ORDER_METHODS", "STREAM_METHODS", "WATCH_METHODS", "instrument_ccxt",
-           "uninstrument_ccxt"]
+__all__ = ["CLIENT_ID_PARAMS", "CLOCK_METHODS", "CREDENTIALS", "ORDER_METHODS", "STREAM_METHODS", "WATCH_METHODS",
+           "ccxt_market_event", "instrument_ccxt", "uninstrument_ccxt"]

@@ -242,8 +242,9 @@ class Converter:
         trace_id, span_id = int.from_bytes(record[R.S_TRACE], "big"), int.from_bytes(record[R.S_SPAN], "big")
         if is_ours:
             exemplar = _exemplar_context(trace_id, span_id, sampled and keep)
-            for spec, value in rules.span_measurements(name, attributes, record[R.S_END] - record[R.S_START]):
-                producer.measure(spec, value, attributes, exemplar)
+            for spec, value, labelled in rules.span_measurements(name, attributes,
+                                                                 record[R.S_END] - record[R.S_START]):
+                producer.measure(spec, value, labelled, exemplar)
         if not sampled:
             return
         code = record[R.S_STATUS]

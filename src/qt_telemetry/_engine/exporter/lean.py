@@ -353,8 +353,8 @@ class LeanConverter:
                 self._put(fields, attributes, semconv.SAMPLING_KEEP, _KEEP_CLEAN)
             if name in semconv.SPAN_METRICS:
                 span = (trace_id, span_id, sampled and keep)
-                for spec, value in rules.span_measurements(name, attributes, end - start):
-                    producer.measure(spec, value, attributes, span, now)
+                for spec, value, labelled in rules.span_measurements(name, attributes, end - start):
+                    producer.measure(spec, value, labelled, span, now)
         if not sampled:
             return
         status = otlp.STATUS[code] if message is None else otlp.status(code, rules.status_message(code, message,

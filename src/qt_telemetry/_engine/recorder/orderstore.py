@@ -42,6 +42,12 @@ class OrderRecord:
     #: Trades already counted (ccxt trade ids) and their total: a fill reported twice is counted once.
     trade_ids: set[str] | None = None
     traded: float = 0.0
+    #: The latency budget (:mod:`qt_telemetry.latency`): when the placement started and when the ack came, on the
+    #: local monotonic clock; the venue's stamp of the ack (epoch seconds, its clock); the trade's trigger.
+    sent_at: float | None = None
+    ack_at: float | None = None
+    ack_venue_time: float | None = None
+    trigger: Any = None
     #: Left the store (final event, failed placement, evicted): ids found later must not bring it back.
     done: bool = False
     keys: list[str] = field(default_factory=list)

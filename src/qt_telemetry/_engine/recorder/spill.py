@@ -67,8 +67,9 @@ class Spill:
             return True
         attributes = record[R.S_ATTRS] or {}
         kept = True
-        for spec, value in semconv.span_measurements(record[R.S_NAME], attributes, record[R.S_END] - record[R.S_START]):
-            kept = self._measure(spec.name, value, attributes) and kept
+        for spec, value, labelled in semconv.span_measurements(record[R.S_NAME], attributes,
+                                                               record[R.S_END] - record[R.S_START]):
+            kept = self._measure(spec.name, value, labelled) and kept
         return kept
 
     def _measure(self, name: str, value: Any, attributes: Mapping[str, Any]) -> bool:
