@@ -46,6 +46,8 @@ DIRECTION = sc.prometheus_label(sc.SLIPPAGE_DIRECTION)
 BP = "suffix: bp"
 TRADES_UNIT = "suffix: trades"
 CURRENCY = "currencyUSD"
+#: QtTickToTradeP99High's threshold (prometheus/rules/trading.yml), drawn on the tick-to-trade panel.
+TICK_TO_TRADE_P99_S = 0.05
 
 
 def orders(fn: str, matcher: str, window: str) -> str:
@@ -155,8 +157,8 @@ class Board:
                 for i, (expr, legend) in enumerate(targets)
             ],
         }
-        if repeat:
-            panel.update(repeat=repeat, repeatDirection="h", maxPerRow=2)
+        if repeat:  # one copy per value chosen, each below the last (side-by-side panels repeat as columns)
+            panel.update(repeat=repeat, repeatDirection="v")
         self.panels.append(panel)
         self._x += w
         self._row_h = max(self._row_h, h)
@@ -266,6 +268,31 @@ def trading_overview() -> Board:
            (f"max by (feed, symbol) ({p(sc.FEED_STALENESS)}{{{b.sel(sc.FEED_STALENESS)}}})",
             "stale {{feed}} {{symbol}}")],
           w=12, unit="s", thresholds=[(None, "green"), (30, "red")])
+    budget = b.sel(sc.LATENCY_SEGMENT)
+    parts = f'{budget}, segment!="{sc.SEGMENT_TOTAL}"'
+    total = f'{budget}, segment="{sc.SEGMENT_TOTAL}"'
+    for q, name in ((0.5, "p50"), (0.99, "p99")):
+        latency_panels.append(b.add(
+            "timeseries", f"Latency budget {name}: tick to fill by segment ($venue)",
+            [(quantile(q, sc.LATENCY_SEGMENT, "venue, segment", matcher=parts), "{{segment}}"),
+             (quantile(q, sc.LATENCY_SEGMENT, "venue", matcher=total), f"total {name} (measured)")],
+            unit="s", exemplars=True, repeat="venue",
+            custom={"stacking": {"mode": "normal", "group": "segments"}, "fillOpacity": 60, "lineWidth": 1},
+            overrides=[{"matcher": {"id": "byFrameRefID", "options": "B"}, "properties": [
+                {"id": "custom.stacking", "value": {"mode": "none", "group": "total"}},
+                {"id": "custom.fillOpacity", "value": 0},
+                {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [6, 4]}}]}],
+            description=f"Where a trade's time goes, per venue: the {name} of each segment (feed: exchange to "
+                        "receive; tick_to_trade: receive to order sent; order_to_ack; ack_to_fill), stacked, and the "
+                        f"{name} of the whole (dashed). Quantiles do not add up: the stack is a budget, the dashed "
+                        "line what trades measured. Diamonds are exemplars: a point opens that trade's trace."))
+    latency_panels.append(b.add(
+        "timeseries", "Tick-to-trade p99 by venue",
+        [(quantile(0.99, sc.LATENCY_SEGMENT, "venue", matcher=f'{budget}, segment="{sc.SEGMENT_TICK_TO_TRADE}"'),
+          "{{venue}}")],
+        unit="s", exemplars=True, thresholds=[(None, "green"), (TICK_TO_TRADE_P99_S, "red")],
+        description="Market data received to order sent: the bot's own decision time. QtTickToTradeP99High fires "
+                    f"above {TICK_TO_TRADE_P99_S * 1000:.0f} ms for 5 minutes."))
     latency_panels.append(b.add(
         "timeseries", "Order latency p99 by venue",
         [(quantile(0.99, sc.ORDER_LATENCY, "venue", matcher=order), "{{venue}}")],
@@ -293,6 +320,18 @@ def trading_overview() -> Board:
           [(f"sum by (strategy) ({p(sc.GROSS_EXPOSURE)}{{{b.sel(sc.GROSS_EXPOSURE)}}})", "{{strategy}}")],
           unit=CURRENCY, description="Gross (absolute) exposure in the account currency, per strategy. Shown as USD: "
                                      "set the panel's unit to your account currency.")
+    clock = b.sel(sc.VENUE_CLOCK_OFFSET)
+    offset = f"max by (venue) ({p(sc.VENUE_CLOCK_OFFSET)}{{{clock}}})"
+    spread = f"max by (venue) ({p(sc.VENUE_CLOCK_OFFSET_UNCERTAINTY)}{{{clock}}})"
+    dashed = [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [4, 4]}},
+              {"id": "custom.lineWidth", "value": 1}]
+    b.add("timeseries", "Venue clock offset ± uncertainty",
+          [(offset, "{{venue}}"), (f"{offset} + {spread}", "{{venue}} + uncertainty"),
+           (f"{offset} - {spread}", "{{venue}} - uncertainty")],
+          unit="s", overrides=[{"matcher": {"id": "byFrameRefID", "options": ref}, "properties": dashed}
+                               for ref in ("B", "C")],
+          description="Venue clock minus ours, estimated NTP-style from replies to our requests; taken off every "
+                      "segment that mixes the two clocks (README 'Clocks').")
     b.add("state-timeline", "Kill switch timeline",
           [(f"max by (service_name, kill_switch) ({p(sc.KILL_SWITCH_ACTIVE)}{{{SEL}}})",
             "{{service_name}} {{kill_switch}}")],
@@ -319,6 +358,12 @@ def trading_overview() -> Board:
         [(quantile(0.95, sc.RISK_CHECK_LATENCY, sc.prometheus_label(sc.RISK_RULE),
                    matcher=b.sel(sc.RISK_CHECK_LATENCY)), "{{risk_rule}}")],
         unit="s", exemplars=True, description="In-process risk checks, per rule."))
+    b.add("timeseries", "Latency segments clamped to 0",
+          [(f"sum by (venue, segment) (increase({p(sc.LATENCY_SEGMENT_CLAMPED)}"
+            f"{{{b.sel(sc.LATENCY_SEGMENT_CLAMPED)}}}[{RATE}]))", "{{venue}} {{segment}}")],
+          unit="suffix: segments", custom={"drawStyle": "bars", "fillOpacity": 80},
+          description="Segments that came out negative (skew beyond the estimate's uncertainty, a venue stamp "
+                      "from the future): recorded as 0 and counted here, never silently.")
     b.add("timeseries", "Telemetry dropped",
           [(f"sum by (service_name, signal, reason) (increase({p(sc.TELEMETRY_DROPPED)}{{{SEL}}}[{RATE}]))",
             "{{service_name}} {{signal}} {{reason}}")],

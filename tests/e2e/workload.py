@@ -1,7 +1,8 @@
 """A realistic instrumented bot for the end-to-end tests, configured only by OTEL_* variables.
 
 Trade flows with signals, risk checks (some rejected), orders on two venues (some failing), fills with
-slippage, venue rejects after placement, cancels, a kill switch, circuit breakers, feeds and risk gauges. Prints one
+slippage, venue rejects after placement, cancels, the latency budget (ticks, acks and fills stamped on two venues'
+clocks, one ahead of ours, one behind), a kill switch, circuit breakers, feeds and risk gauges. Prints one
 JSON line per trade: {"trace_id", "order_ok", "rejected", "t"}; with --forever it runs until stdin closes (the
 resilience test, and the live bot dashboards look at: it also flips its kill switch, a breaker and a feed now and
 then, and moves its risk gauges). --flood places bursts of bare orders through a span queue too small for them,
@@ -23,6 +24,16 @@ import qt_telemetry as qt
 
 class ExchangeTimeout(Exception):
     pass
+
+
+#: How far each simulated venue's clock runs ahead of ours (s): its stamps on acks, fills and ticks carry it, and
+#: the SDK estimates it from the acks (qt.venue.clock.offset) and takes it off the segments that mix clocks.
+VENUE_CLOCK = {"binance": 0.8, "kraken": -0.3}
+
+
+def venue_now(venue: str) -> float:
+    """The venue's clock now, epoch seconds."""
+    return time.time() + VENUE_CLOCK[venue]
 
 
 class Safety:
@@ -66,7 +77,8 @@ def main() -> int:
 
     qt.init()
     rng = random.Random(7)
-    feed = qt.FeedMonitor("binance-ws")
+    feeds = {venue: qt.FeedMonitor(f"{venue}-ws", venue=venue) for venue in VENUE_CLOCK}
+    feed = feeds["binance"]
     qt.record_breaker_state("binance-api", "closed")
     qt.record_breaker_state("kraken-api", "closed")
     qt.record_kill_switch(False, name="main")
@@ -93,7 +105,11 @@ def main() -> int:
         return {"orderId": next(counter)}
 
     def after_placement(i: int, venue: str, symbol: str, cid: str) -> None:
-        """What the venue does next: mostly a fill; sometimes a reject (two reasons) or a cancel we ask for."""
+        """What the venue does next, stamped on its clock: an ack, then mostly a fill; sometimes a reject (two
+        reasons) or a cancel we ask for. Now and then kraken stamps a fill before its ack (two matching engines'
+        clocks): a negative ack_to_fill, which the SDK records as 0 and counts as clamped."""
+        ack = venue_now(venue) - rng.uniform(0.0005, 0.002)  # stamped just before its reply reached us
+        qt.order_acknowledged(cid, venue_time=ack)
         if i % 7 == 3:
             qt.order_rejected(cid, reason=("insufficient_margin", "price_out_of_band")[i % 2])
         elif i % 11 == 5:
@@ -101,15 +117,20 @@ def main() -> int:
                 time.sleep(rng.uniform(0.003, 0.03))
             qt.order_cancelled(cid, reason="user")
         else:
-            qt.order_filled(cid, quantity=0.5, price=100.0 + rng.uniform(0, 0.05))
+            ack_to_fill = -0.003 if venue == "kraken" and i % 13 == 7 else rng.uniform(0.005, 0.06)
+            time.sleep(max(ack_to_fill, 0.0))
+            qt.order_filled(cid, quantity=0.5, price=100.0 + rng.uniform(0, 0.05), venue_time=ack + ack_to_fill)
 
     def trade(i: int) -> dict:
         symbol = ("BTCUSDT", "ETHUSDT")[i % 2]
-        feed.message(symbol)
+        venue = "kraken" if i % 3 == 2 else "binance"
+        # the tick that triggers the trade, stamped by the venue 3-50 ms before it reached us
+        tick = feeds[venue].message(symbol, exchange_time=venue_now(venue) - rng.uniform(0.003, 0.05))
         rejected, ok = False, True
         with qt.trade_flow(symbol=symbol, strategy="momentum", trade_id=f"t-{i}") as flow:
-            with flow.signal(confidence=round(rng.uniform(0.5, 0.99), 2), direction="long", reference_price=100.0):
-                pass
+            with flow.signal(confidence=round(rng.uniform(0.5, 0.99), 2), direction="long", reference_price=100.0,
+                             trigger=tick):
+                time.sleep(0.04 if i % 150 == 149 else rng.uniform(0.001, 0.008))  # deciding (now and then slow)
             with flow.entry():
                 with qt.risk_check("max_position") as check:
                     if i % 5 == 4:
@@ -121,11 +142,11 @@ def main() -> int:
                 with flow.execution():
                     cid = f"c-{i}"
                     try:
-                        if i % 3 == 2:
+                        if venue == "kraken":
                             place_kraken(symbol, "buy", 0.5, client_order_id=cid)
                         else:
                             place_binance(symbol, "buy", 0.5, price=100.0, client_order_id=cid)
-                        after_placement(i, "kraken" if i % 3 == 2 else "binance", symbol, cid)
+                        after_placement(i, venue, symbol, cid)
                     except ExchangeTimeout:
                         ok = False
                 with flow.exit():
@@ -138,6 +159,7 @@ def main() -> int:
         qt.set_risk_gauges(strategy="momentum", daily_pnl_used=0.92, open_positions=3)
 
     if args.flood:
+        qt.set_risk_gauges(strategy="flood", open_positions=-1)  # a bad value: clamped to 0, counted as absorbed
         stop = threading.Event()
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
         i = 0

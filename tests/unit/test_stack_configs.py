@@ -103,7 +103,8 @@ def test_every_alert_has_severity_summary_description_runbook_and_a_unit_test() 
     tests_text = "\n".join(p.read_text() for p in (REPO / "prometheus" / "tests").glob("*.yml"))
     required = {"QtKillSwitchActive", "QtCircuitBreakerOpen", "QtFeedDisconnected", "QtFeedStale",
                 "QtOrderLatencyP95High", "QtDailyLossLimitApproaching", "QtMaxPositionsReached",
-                "QtOrderRejectRateHigh", "QtCollectorDown", "QtBotSilent", "QtNoBotReporting", "QtTelemetryDropped"}
+                "QtOrderRejectRateHigh", "QtCollectorDown", "QtBotSilent", "QtNoBotReporting", "QtTelemetryDropped",
+                "QtTickToTradeP99High"}
     names = set()
     for rule in _rules():
         names.add(rule["alert"])
@@ -216,7 +217,31 @@ DESK_PANELS = {
     "Cancel latency p95 by venue": ("s", "qt_order_cancel_latency_seconds_bucket"),
     "Risk-check latency p95 by rule": ("s", "qt_risk_check_latency_seconds_bucket"),
     "Telemetry dropped": ("suffix: items", "qt_telemetry_dropped_total"),
+    "Latency budget p50: tick to fill by segment ($venue)": ("s", "qt_latency_segment_seconds_bucket"),
+    "Latency budget p99: tick to fill by segment ($venue)": ("s", "qt_latency_segment_seconds_bucket"),
+    "Tick-to-trade p99 by venue": ("s", 'segment="tick_to_trade"'),
+    "Venue clock offset ± uncertainty": ("s", "qt_venue_clock_offset_uncertainty_seconds"),
+    "Latency segments clamped to 0": ("suffix: segments", "qt_latency_segment_clamped_total"),
 }
+
+
+def test_latency_budget_stacks_the_segments_per_venue_with_exemplars_beside_the_measured_total() -> None:
+    board = _board("trading-overview.json")
+    for name in ("p50", "p99"):
+        panel = _panel(board, f"Latency budget {name}: tick to fill by segment ($venue)")
+        assert panel["repeat"] == "venue" and all(t["exemplar"] for t in panel["targets"])
+        assert panel["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+        segments, total = panel["targets"]
+        assert 'segment!="total"' in segments["expr"] and "by (venue, segment, le)" in segments["expr"]
+        assert 'segment="total"' in total["expr"]
+        (override,) = panel["fieldConfig"]["overrides"]
+        assert override["matcher"] == {"id": "byFrameRefID", "options": total["refId"]}
+        assert {"id": "custom.stacking", "value": {"mode": "none", "group": "total"}} in override["properties"]
+    alert = next(r for r in _rules() if r["alert"] == "QtTickToTradeP99High")
+    threshold = float(re.search(r"\) > ([0-9.]+)", alert["expr"]).group(1))  # type: ignore[union-attr]
+    panel = _panel(board, "Tick-to-trade p99 by venue")
+    assert {"color": "red", "value": threshold} in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert threshold in semconv.LATENCY_SEGMENT.buckets  # the p99 is read exactly at the threshold
 
 
 @pytest.mark.parametrize("title", sorted(DESK_PANELS))
@@ -253,7 +278,7 @@ def test_safety_changes_annotate_exactly_the_latency_panels() -> None:
         annotations = {a["name"]: a for a in board["annotations"]["list"]}
         assert set(annotations) == {"Kill switch active", "Circuit breaker not closed"}
         latency = {p["id"] for p in board["panels"] if p["fieldConfig"]["defaults"].get("unit") == "s"
-                   and "latency" in p["title"].lower()}
+                   and re.search(r"latency|tick-to-trade", p["title"], re.IGNORECASE)}
         assert latency
         for annotation in annotations.values():
             assert annotation["datasource"]["uid"] == "prometheus" and annotation["enable"] is True
