@@ -204,15 +204,15 @@ def test_kill_switch_and_breaker_annotations_mark_the_latency_panels_with_events
         assert not events("Circuit breaker not closed", "e2e-bot")
 
 
-def _latency_panel(grafana: Grafana) -> tuple[dict[str, Any], dict[str, Any]]:
+def _overview_panel(grafana: Grafana, title: str) -> tuple[dict[str, Any], dict[str, Any]]:
     board = grafana.api("/api/dashboards/uid/qt-trading-overview")["dashboard"]
-    panel = next(p for p in board["panels"] if p["title"].startswith("Order latency"))
+    panel = next(p for p in board["panels"] if p["title"].startswith(title))
     return board, panel
 
 
-def _exemplars_on_the_latency_panel(grafana: Grafana, field: str, since: float) -> dict[str, set[str]]:
-    """The latency panel's exemplars for e2e-bot, as {value of ``field``: span ids}."""
-    board, panel = _latency_panel(grafana)
+def _exemplars_on_the_panel(grafana: Grafana, title: str, field: str, since: float) -> dict[str, set[str]]:
+    """A Trading Overview panel's exemplars for e2e-bot, as {value of ``field``: span ids}."""
+    board, panel = _overview_panel(grafana, title)
     targets = [instantiate(t, board["templating"], {"service": "e2e-bot"}) for t in panel["targets"]]
     assert all(t["exemplar"] for t in targets)
     found: dict[str, set[str]] = {}
@@ -223,26 +223,31 @@ def _exemplars_on_the_latency_panel(grafana: Grafana, field: str, since: float) 
     return found
 
 
-def test_latency_panel_exemplar_opens_the_trades_trace_in_tempo_through_grafana(
-        grafana: Grafana, workload: dict[str, Any]) -> None:
-    (destination,) = grafana.api("/api/datasources/uid/prometheus")["jsonData"]["exemplarTraceIdDestinations"]
-    field, tempo_uid = destination["name"], destination["datasourceUid"]
-    since = workload["started"] - 60
-
-    exemplars = wait_until(lambda: _exemplars_on_the_latency_panel(grafana, field, since), 60,
-                           f"exemplars with a {field!r} field on the latency panel")
-    assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in exemplars), exemplars
-    assert set(exemplars) <= {t["trace_id"] for t in workload["trades"]}  # each diamond is one of e2e-bot's trades
-
-    trace_id = min(exemplars)
-
+def _trace_through_grafana(grafana: Grafana, tempo_uid: str, trace_id: str, since: float) -> Frame:
+    """A trace as Grafana's "Open trace in Tempo" link fetches it: a traceql query by id to the Tempo datasource."""
     def trace() -> Frame | None:
         query = {"refId": "A", "datasource": {"uid": tempo_uid}, "queryType": "traceql", "query": trace_id}
         result = grafana.query([query], since, time.time())["A"]
         assert not result.error, result.error
         return next((f for f in result.frames if f.columns.get("traceID")), None)
 
-    spans = wait_until(trace, 60, f"trace {trace_id} from the {tempo_uid!r} datasource")
+    spans: Frame = wait_until(trace, 60, f"trace {trace_id} from the {tempo_uid!r} datasource")
+    return spans
+
+
+def test_latency_panel_exemplar_opens_the_trades_trace_in_tempo_through_grafana(
+        grafana: Grafana, workload: dict[str, Any]) -> None:
+    (destination,) = grafana.api("/api/datasources/uid/prometheus")["jsonData"]["exemplarTraceIdDestinations"]
+    field, tempo_uid = destination["name"], destination["datasourceUid"]
+    since = workload["started"] - 60
+
+    exemplars = wait_until(lambda: _exemplars_on_the_panel(grafana, "Order latency p50", field, since), 60,
+                           f"exemplars with a {field!r} field on the latency panel")
+    assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in exemplars), exemplars
+    assert set(exemplars) <= {t["trace_id"] for t in workload["trades"]}  # each diamond is one of e2e-bot's trades
+
+    trace_id = min(exemplars)
+    spans = _trace_through_grafana(grafana, tempo_uid, trace_id, since)
     assert set(spans.columns["traceID"]) == {trace_id}
     names = spans.columns["operationName"]
     assert {"qt.trade", "qt.trade.execution", "qt.order.place"} <= set(names)
@@ -267,3 +272,21 @@ def test_alertmanager_datasource_lists_the_firing_kill_switch_alert(grafana: Gra
     assert alert["status"]["state"] == "active"
     assert "ACTIVE" in alert["annotations"]["summary"]
     assert [r["name"] for r in alert["receivers"]] == ["page"]
+
+
+@pytest.mark.parametrize("quantile", ["p50", "p99"])
+def test_latency_budget_exemplar_opens_a_trade_whose_spans_carry_the_segments(
+        grafana: Grafana, workload: dict[str, Any], quantile: str) -> None:
+    (destination,) = grafana.api("/api/datasources/uid/prometheus")["jsonData"]["exemplarTraceIdDestinations"]
+    field, tempo_uid = destination["name"], destination["datasourceUid"]
+    since = workload["started"] - 60
+    title = f"Latency budget {quantile}"
+    exemplars = wait_until(lambda: _exemplars_on_the_panel(grafana, title, field, since), 60,
+                           f"exemplars with a {field!r} field on the {title} panel")
+    assert set(exemplars) <= {t["trace_id"] for t in workload["trades"]}  # each diamond is one of e2e-bot's trades
+
+    trace_id = min(exemplars)
+    spans = _trace_through_grafana(grafana, tempo_uid, trace_id, since)
+    assert set(spans.columns["traceID"]) == {trace_id}
+    assert "qt.trade" in spans.columns["operationName"]
+    assert exemplars[trace_id] <= set(spans.columns["spanID"])  # the diamond points at a span of that trade
