@@ -135,6 +135,10 @@ class Painter:
     def __init__(self, prometheus: Prometheus, start: float, end: float) -> None:
         self.prometheus, self.start, self.end = prometheus, start, end
         self.step = max(15.0, round((end - start) / 240))
+        self.colours: dict[str, str] = {}  # one colour per series name, the same in every copy of a repeated panel
+
+    def colour(self, name: str) -> str:
+        return self.colours.setdefault(name, PALETTE[len(self.colours) % len(PALETTE)])
 
     def series(self, panel: dict[str, Any]
                ) -> Iterator[tuple[dict[str, Any], dict[str, str], list[float], list[float]]]:
@@ -148,7 +152,9 @@ class Painter:
 
     def draw(self, ax: Axes, panel: dict[str, Any], regions: list[tuple[float, float, str]]) -> None:
         kind = panel["type"]
-        ax.set_title(panel["title"], loc="left", fontsize=10, color="#d8d9da", pad=4)
+        # a repeated panel's "$venue" in its title names the copy: each copy is titled below
+        ax.set_title(re.sub(r"\s*\(\$\w+\)", "", panel["title"]), loc="left", fontsize=10, color="#d8d9da", pad=4)
+        self.colours = {}
         if kind == "stat":
             self.stat(ax, panel)
         elif kind == "bargauge":
@@ -178,7 +184,7 @@ class Painter:
         right: Axes | None = None
         base: dict[str, dict[float, float]] = {}
         drawn = 0
-        for index, (target, labels, times, values) in enumerate(self.series(panel)):
+        for target, labels, times, values in self.series(panel):
             if only and any(labels.get(k) != v for k, v in only.items()):
                 continue
             override = overrides.get(target["refId"], {})
@@ -189,8 +195,8 @@ class Painter:
                 axis.yaxis.set_major_formatter(FuncFormatter(formatter(override.get("unit"))))
                 axis.tick_params(colors="#9fa7b3", labelsize=7)
             when = [datetime.fromtimestamp(t, timezone.utc) for t in times]
-            colour = PALETTE[index % len(PALETTE)]
             name = legend(target.get("legendFormat", ""), labels)
+            colour = self.colour(name)
             group = override.get("custom.stacking", custom.get("stacking", {})).get("group", "A") if stacked else ""
             if stacked and override.get("custom.stacking", {}).get("mode", "normal") == "normal":
                 floor = base.setdefault(group, {})
@@ -251,6 +257,8 @@ class Painter:
                 for exemplar in series["exemplars"]:
                     times.append(datetime.fromtimestamp(float(exemplar["timestamp"]), timezone.utc))
                     values.append(float(exemplar["value"]))
+        if len(times) > 150:  # a sample of them, evenly: thousands of diamonds hide the lines
+            times, values = times[:: len(times) // 150], values[:: len(values) // 150]
         if times:
             ax.scatter(times, values, marker="D", s=6, color="#ff00ff", alpha=0.35, linewidths=0, label="exemplars",
                        zorder=5)
