@@ -456,9 +456,11 @@ def telemetry_pipeline() -> Board:
           [(f"sum by (exporter) (rate(otelcol_exporter_sent_spans[{RATE}]))", "sent spans {{exporter}}"),
            (f"sum by (exporter) (rate(otelcol_exporter_sent_metric_points[{RATE}]))",
             "sent points {{exporter}}"),
-           (f"sum by (exporter) (rate(otelcol_exporter_send_failed_spans[{RATE}]))",
-            "failed spans {{exporter}}"),
-           (f"sum by (exporter) (rate(otelcol_exporter_send_failed_metric_points[{RATE}]))",
+           # the collector creates a failed counter at its first failure: until then, 0 for every exporter sending
+           (f"sum by (exporter) (rate(otelcol_exporter_send_failed_spans[{RATE}])) "
+            f"or sum by (exporter) (rate(otelcol_exporter_sent_spans[{RATE}])) * 0", "failed spans {{exporter}}"),
+           (f"sum by (exporter) (rate(otelcol_exporter_send_failed_metric_points[{RATE}])) "
+            f"or sum by (exporter) (rate(otelcol_exporter_sent_metric_points[{RATE}])) * 0",
             "failed points {{exporter}}")], unit="ops")
     b.add("timeseries", "Exporter queue (size / capacity)",
           [("sum by (exporter) (otelcol_exporter_queue_size)", "size {{exporter}}"),
