@@ -205,16 +205,18 @@ class Painter:
                 floor.update(zip(times, highs))
                 axis.fill_between(when, lows, highs, step="mid", alpha=0.55, color=colour, linewidth=0, label=name)
             elif bars or override.get("custom.drawStyle") == "bars":
-                axis.bar(when, values, width=self.step / 86400 * 0.8, color=colour, alpha=0.8, label=name)
+                axis.bar(when, values, width=self.step / 86400 * 0.6, color=colour,
+                         alpha=0.45 if axis is not ax else 0.8, label=name)
             else:
                 dashed = override.get("custom.lineStyle", {}).get("fill") == "dash"
                 axis.plot(when, values, color=colour, linewidth=1.3, label=name, linestyle="--" if dashed else "-")
             drawn += 1
         if any(t.get("exemplar") for t in panel["targets"]):
             self.exemplars(ax, panel, only)
-        for start, end, colour in regions:
+        for start, end, colour in regions:  # faint, as Grafana draws a region; its start marked on the axis
             ax.axvspan(datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc),
-                       color=colour, alpha=0.12, linewidth=0)
+                       color=colour, alpha=0.06, linewidth=0)
+            ax.axvline(datetime.fromtimestamp(start, timezone.utc), ymax=0.04, color=colour, linewidth=2)
         for step in defaults.get("thresholds", {}).get("steps", [])[1:]:
             if custom.get("thresholdsStyle"):
                 ax.axhline(step["value"], color=COLORS.get(step["color"], step["color"]), linewidth=0.8,

@@ -107,7 +107,7 @@ def live_bot(stack: Stack) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def lossy_bot(stack: Stack) -> Iterator[str]:
-    """A bot whose span queue (4) is far too small for its bursts of 300 orders: it drops spans, counted in
+    """A bot whose span queue (4) is far too small for its bursts of 300 order queries: it drops spans, counted in
     qt.telemetry.dropped, for the whole session."""
     yield from _bot_until_the_end(stack, "e2e-lossy-bot", "--flood", OTEL_BSP_MAX_QUEUE_SIZE="4",
                                   OTEL_BSP_MAX_EXPORT_BATCH_SIZE="4", OTEL_BSP_SCHEDULE_DELAY="2000")

@@ -5,8 +5,9 @@ slippage, venue rejects after placement, cancels, the latency budget (ticks, ack
 clocks, one ahead of ours, one behind), a kill switch, circuit breakers, feeds and risk gauges. Prints one
 JSON line per trade: {"trace_id", "order_ok", "rejected", "t"}; with --forever it runs until stdin closes (the
 resilience test, and the live bot dashboards look at: it also flips its kill switch, a breaker and a feed now and
-then, and moves its risk gauges). --flood places bursts of bare orders through a span queue too small for them,
-so the SDK drops (and counts) spans: what the "telemetry dropped" panels and alert are about.
+then, and moves its risk gauges). --flood polls order status in bursts (qt.order.query spans, no order metrics)
+through a span queue too small for them, so the SDK drops (and counts) spans: what the "telemetry dropped" panels
+and alert are about.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def main() -> int:
     parser.add_argument("--trades", type=int, default=40)
     parser.add_argument("--forever", action="store_true")
     parser.add_argument("--kill-switch", action="store_true", help="activate the kill switch and keep it active")
-    parser.add_argument("--flood", action="store_true", help="bursts of bare orders, until stdin closes")
+    parser.add_argument("--flood", action="store_true", help="bursts of order queries, until stdin closes")
     args = parser.parse_args()
 
     qt.init()
@@ -98,10 +99,6 @@ def main() -> int:
     def place_kraken(symbol: str, side: str, quantity: float, order_type: str = "market",
                      client_order_id: str | None = None):
         time.sleep(rng.uniform(0.01, 0.06))
-        return {"orderId": next(counter)}
-
-    @qt.traced_order(venue="binance")
-    def place_fast(symbol: str, side: str, quantity: float, client_order_id: str | None = None):
         return {"orderId": next(counter)}
 
     def after_placement(i: int, venue: str, symbol: str, cid: str) -> None:
@@ -164,9 +161,9 @@ def main() -> int:
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
         i = 0
         while not stop.is_set():
-            for _ in range(300):
-                place_fast("BTCUSDT", "buy", 0.1, client_order_id=f"f-{i}")
-                i += 1
+            for _ in range(300):  # polling order status: spans only, no order metrics
+                with qt.order_span(venue="binance", symbol="BTCUSDT", client_order_id=f"f-{i}", operation="query"):
+                    i += 1
             stop.wait(3.0)
     elif args.forever:
         stop = threading.Event()
