@@ -216,12 +216,19 @@ CONNECTED = [{"type": "value", "options": {
 TIMELINE = {"mergeValues": True, "showValue": "auto", "rowHeight": 0.8, "alignValue": "center"}
 
 
+def worst(spec: sc.MetricSpec) -> str:
+    """A state gauge's worst value within each step (1 = active/open): a switch active for seconds still shows on
+    an hour-wide chart, whose steps are wider than that. Shorter than the bot's metric export interval, it is in
+    the activation/trip counters and the trace's span event only."""
+    return f"max_over_time({p(spec)}{{{SEL}}}[$__interval])"
+
+
 def safety_annotations(b: Board, panels: list[int]) -> None:
     """Kill switch and circuit breaker changes on the latency panels: a region from the change to the change back
     (the state gauges, not their counters: a switch still active when the window opens is marked too)."""
-    b.annotate("Kill switch active", f"max by (service_name, kill_switch) ({p(sc.KILL_SWITCH_ACTIVE)}{{{SEL}}}) > 0",
+    b.annotate("Kill switch active", f"max by (service_name, kill_switch) ({worst(sc.KILL_SWITCH_ACTIVE)}) > 0",
                "Kill switch {{kill_switch}} ACTIVE on {{service_name}}", "service_name,kill_switch", "red", panels)
-    b.annotate("Circuit breaker not closed", f"max by (service_name, breaker) ({p(sc.BREAKER_STATE)}{{{SEL}}}) > 0",
+    b.annotate("Circuit breaker not closed", f"max by (service_name, breaker) ({worst(sc.BREAKER_STATE)}) > 0",
                "Breaker {{breaker}} open or half-open on {{service_name}}", "service_name,breaker", "orange", panels)
 
 
@@ -333,11 +340,11 @@ def trading_overview() -> Board:
           description="Venue clock minus ours, estimated NTP-style from replies to our requests; taken off every "
                       "segment that mixes the two clocks (README 'Clocks').")
     b.add("state-timeline", "Kill switch timeline",
-          [(f"max by (service_name, kill_switch) ({p(sc.KILL_SWITCH_ACTIVE)}{{{SEL}}})",
+          [(f"max by (service_name, kill_switch) ({worst(sc.KILL_SWITCH_ACTIVE)})",
             "{{service_name}} {{kill_switch}}")],
           w=12, h=6, mappings=STATE_0_1, thresholds=[(None, "green"), (1, "red")], options=TIMELINE)
     b.add("state-timeline", "Circuit breaker timeline",
-          [(f"max by (service_name, breaker) ({p(sc.BREAKER_STATE)}{{{SEL}}})", "{{service_name}} {{breaker}}")],
+          [(f"max by (service_name, breaker) ({worst(sc.BREAKER_STATE)})", "{{service_name}} {{breaker}}")],
           w=12, h=6, mappings=BREAKER, thresholds=[(None, "green"), (0.5, "orange"), (1, "red")], options=TIMELINE)
     feed = b.sel(sc.FEED_MESSAGES)
     b.add("timeseries", "Feed messages and reconnects",
