@@ -167,9 +167,7 @@ class TradeFlow(_Lasting):
         orders)."""
         extra: dict[str, Any] = dict(attributes)
         if trigger is not None:
-            extra.update(trigger_attributes(trigger))
-            if type(trigger) is MarketEvent:  # never isinstance: a hostile object may refuse its __class__
-                self.trigger = trigger
+            self._triggered(trigger, extra)
         if confidence is not None:
             extra[semconv.SIGNAL_CONFIDENCE] = confidence
         if direction is not None:
@@ -191,9 +189,20 @@ class TradeFlow(_Lasting):
         """The execution stage: orders placed here are children of it."""
         return Stage(self, "execution", attributes)
 
-    def exit(self, **attributes: Any) -> Stage:
-        """The exit stage: closing the position."""
-        return Stage(self, "exit", attributes)
+    def exit(self, *, trigger: MarketEvent | None = None, **attributes: Any) -> Stage:
+        """The exit stage: closing the position. Its orders are a new decision: measured from ``trigger`` (the
+        market-data event the exit came from) when given, else not from the signal's (hours may lie between)."""
+        extra: dict[str, Any] = dict(attributes)
+        self.trigger = None
+        if trigger is not None:
+            self._triggered(trigger, extra)
+        return Stage(self, "exit", extra)
+
+    def _triggered(self, trigger: Any, attributes: dict[str, Any]) -> None:
+        """``trigger`` starts the latency budget of the orders that follow; its attributes go on the stage."""
+        attributes.update(trigger_attributes(trigger))
+        if type(trigger) is MarketEvent:  # never isinstance: a hostile object may refuse its __class__
+            self.trigger = trigger
 
     def reject(self, reason: Any) -> None:
         """Mark the trade as rejected (e.g. by a risk rule); the root span and trade counter show it."""

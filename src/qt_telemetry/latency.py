@@ -72,13 +72,22 @@ def market_event(symbol: Any = None, *, feed: Any = None, venue: Any = None, exc
     wall = _time()
     at = now
     if received_at is not None:
-        given = finite(received_at)
-        if given is None or given > now:
+        given = received_at if type(received_at) is float else finite(received_at)
+        if given is None or not given <= now:  # NaN too
             telemetry_error("bad_received_at")
         else:
             at = given
-    return MarketEvent(text(feed, 128), text(symbol), text(venue, 128), venue_seconds(exchange_time),
-                       wall - (now - at), at)
+    # the hot path (a feed handler's every message): plain strings and a float time are taken as they are
+    stamp = exchange_time if type(exchange_time) is float and EARLIEST <= exchange_time <= LATEST \
+        else venue_seconds(exchange_time)
+    return _event((feed if feed is None or (type(feed) is str and len(feed) <= 128) else text(feed, 128),
+                   symbol if symbol is None or (type(symbol) is str and len(symbol) <= 64) else text(symbol),
+                   venue if venue is None or (type(venue) is str and len(venue) <= 128) else text(venue, 128),
+                   stamp, wall - (now - at), at))
+
+
+def _event(fields: tuple[Any, ...]) -> MarketEvent:
+    return tuple.__new__(MarketEvent, fields)  # NamedTuple.__new__ without its Python-level wrapper (half the cost)
 
 
 def venue_seconds(value: Any) -> float | None:

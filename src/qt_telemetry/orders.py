@@ -208,7 +208,9 @@ def order_span(*, venue: Any, symbol: Any = None, side: Any = None, order_type: 
 
     ``operation`` is ``place`` (a ``qt.order.place`` span and the order latency), ``cancel`` (``qt.order.cancel``
     and the cancel latency) or ``query`` (``qt.order.query``, span only). Inside, ``order.set_result(reply)``
-    reads the venue's order id from the reply and ``order.reject(reason)`` marks a venue refusal.
+    reads the venue's order id from the reply, ``order.reject(reason)`` marks a venue refusal and
+    ``order.acknowledged(venue_time)`` says the reply is the venue's ack (its stamp, epoch seconds: the latency
+    budget's ``order_to_ack`` on this span).
     """
     name = _OPERATIONS.get(operation)
     if name is None:

@@ -98,7 +98,7 @@ TRIGGER_FEED: Final = "trigger.feed"
 TRIGGER_SYMBOL: Final = "trigger.symbol"
 TRIGGER_EXCHANGE_TIME: Final = "trigger.exchange_time"
 TRIGGER_RECEIVED_TIME: Final = "trigger.received_time"
-#: The latency budget's segments in seconds, as span attributes: ``latency.feed`` on the signal stage span,
+#: The latency budget's segments in seconds, as span attributes: ``latency.feed`` on the signal (or exit) stage span,
 #: ``latency.tick_to_trade`` (and ``latency.order_to_ack`` when the reply is the ack) on the order span,
 #: ``latency.order_to_ack`` on an ack update, ``latency.ack_to_fill`` and ``latency.total`` on the final fill.
 LATENCY_FEED_S: Final = "latency.feed"
@@ -412,7 +412,7 @@ SPAN_METRICS: Final[dict[str, tuple[tuple[MetricSpec, float | str | Magnitude | 
     SPAN_SIGNAL: ((STAGE_DURATION, "duration"), (LATENCY_SEGMENT, Segment(SEGMENT_FEED))),
     SPAN_ENTRY: ((STAGE_DURATION, "duration"),),
     SPAN_EXECUTION: ((STAGE_DURATION, "duration"),),
-    SPAN_EXIT: ((STAGE_DURATION, "duration"),),
+    SPAN_EXIT: ((STAGE_DURATION, "duration"), (LATENCY_SEGMENT, Segment(SEGMENT_FEED))),
     SPAN_RISK_CHECK: ((RISK_CHECK_LATENCY, "duration"), (RISK_CHECKS, 1)),
     SPAN_ORDER_EVENT: ((ORDER_EVENTS, 1), (SLIPPAGE, Magnitude(SLIPPAGE_BPS)), (FILL_LATENCY, FILL_LATENCY_S),
                        *_UPDATE_SEGMENTS),

@@ -25,7 +25,7 @@ from tests.support.fake_binance import FakeBinance, FakeBinanceStream
 SECRET = "qt-planted-secret-9Zr"
 #: Binance stamps whole milliseconds: a stamp is up to 1 ms before the moment it stands for.
 STAMP = 0.001
-#: What ccxt's own work (signing, HTTP on loopback, parsing) may add to a segment on a loaded CI box.
+#: The most a clock sample's uncertainty (half a fetch_time() round trip on loopback) may be, on a loaded CI box.
 SLACK = 0.050
 
 
@@ -70,14 +70,16 @@ def test_a_skewed_venue_s_stamps_give_order_to_ack_and_ack_to_fill_without_negat
         with flow.signal(trigger=event):
             pass
         with flow.execution():
+            before = time.monotonic()
             order = binance.create_order("BTC/USDT", "limit", "buy", 0.5, 99.0, {"clientOrderId": "L-1"})
+            took = time.monotonic() - before  # the order's whole round trip: bounds what ccxt and loopback add
     venue.fill(order["id"], at_ms=order["timestamp"] + 200)  # the venue says: filled 200 ms after it took it
     binance.fetch_order(order["id"], "BTC/USDT")
 
     error = uncertainty + STAMP
     placed = cap.span(semconv.SPAN_ORDER)
     order_to_ack = placed.attributes[semconv.LATENCY_ORDER_TO_ACK_S]
-    assert 0.080 - error <= order_to_ack <= 0.080 + SLACK
+    assert 0.080 - error <= order_to_ack <= took + error
     assert placed.attributes[semconv.VENUE_CLOCK_OFFSET_S] == pytest.approx(offset, abs=error)
     updates = cap.spans(semconv.SPAN_ORDER_EVENT)
     assert [u.attributes[semconv.ORDER_EVENT] for u in updates] == ["ack", "fill"], updates
@@ -87,7 +89,7 @@ def test_a_skewed_venue_s_stamps_give_order_to_ack_and_ack_to_fill_without_negat
     signal = cap.span(semconv.SPAN_SIGNAL)
     assert signal.attributes[semconv.LATENCY_FEED_S] == pytest.approx(0.030, abs=error + 0.002)
     tick_to_trade = placed.attributes[semconv.LATENCY_TICK_TO_TRADE_S]
-    assert 0.0 <= tick_to_trade < SLACK
+    assert 0.0 <= tick_to_trade < 1.0  # what the test's own calls took: measured exactly by test_latency_budget
     assert fill.attributes[semconv.LATENCY_TOTAL_S] == pytest.approx(
         0.030 + tick_to_trade + order_to_ack + 0.200, abs=2 * error + 0.002)
 
@@ -109,10 +111,12 @@ def test_a_watched_ticker_is_a_trigger_received_when_the_watch_returned_it(venue
             await exchange.fetch_time()  # async too: a clock sample
             watching = asyncio.create_task(exchange.watch_ticker("BTC/USDT"))
             connection = await stream.subscribed("btcusdt@miniTicker")
+            sent = time.monotonic()
             await stream.send(connection, fake_binance.mini_ticker_event("BTCUSDT", "100.3",
                                                                          time_ms=venue.now_ms() - 25))
             ticker = await watching
             returned = time.monotonic()
+            delivered.append(returned - sent)  # the stream's own delivery and ccxt's parsing: part of feed
             event = market_event(exchange, ticker)
             assert market_event(exchange, ticker) is event  # the one the watch recorded, however often asked
             unseen = market_event(exchange, {"symbol": "ETH/USDT", "timestamp": venue.now_ms()})
@@ -123,13 +127,15 @@ def test_a_watched_ticker_is_a_trigger_received_when_the_watch_returned_it(venue
             await exchange.close()
             await stream.close()
 
+    delivered: list[float] = []
     ticker, event, returned, unseen_at = asyncio.run(trade())
     assert (event.feed, event.venue, event.symbol) == ("binance.ticker", "binance", "BTC/USDT")
     assert event.exchange_time == ticker["timestamp"] / 1000
     assert event.received_at <= returned <= unseen_at  # stamped by the watch, not by the later call
     _, uncertainty = _clock(cap)
     feed = cap.span(semconv.SPAN_SIGNAL).attributes[semconv.LATENCY_FEED_S]
-    assert 0.025 - uncertainty - STAMP <= feed <= 0.025 + SLACK  # the +2 s of the venue's clock taken off
+    # the +2 s of the venue's clock taken off: 25 ms stamped before sending, plus the delivery
+    assert 0.025 - uncertainty - STAMP <= feed <= 0.025 + delivered[0] + uncertainty + STAMP
     assert cap.point(semconv.LATENCY_SEGMENT.name, segment="feed", venue="binance").count == 1
 
 
@@ -137,3 +143,23 @@ def test_market_event_absorbs_what_is_not_a_ccxt_message(cap: Capture) -> None:
     for message in (None, 42, "BTC/USDT", [], [1, 2], {"timestamp": "soon"}, {"symbol": object()}):
         event = market_event(object(), message)
         assert isinstance(event, qt.MarketEvent) and event.exchange_time is None
+
+
+def test_watched_trades_are_a_trigger_stamped_by_the_last_trade(venue: FakeBinance, cap: Capture) -> None:
+    async def watch() -> tuple[Any, Any]:
+        stream = await FakeBinanceStream().start()
+        exchange = instrument_ccxt(stream.point(venue.point(ccxt.pro.binance(_config()))))
+        try:
+            watching = asyncio.create_task(exchange.watch_trades("BTC/USDT"))
+            connection = await stream.subscribed("btcusdt@trade")
+            await stream.send(connection, fake_binance.trade_event("BTCUSDT", 1, "100.0", "0.1"))
+            trades = await watching
+            return trades, market_event(exchange, trades)
+        finally:
+            await exchange.close()
+            await stream.close()
+
+    trades, event = asyncio.run(watch())
+    assert (event.feed, event.venue, event.symbol) == ("binance.trades", "binance", "BTC/USDT")
+    assert event.exchange_time == trades[-1]["timestamp"] / 1000
+    assert cap.point(semconv.FEED_MESSAGES.name, feed="binance.trades", symbol="BTC/USDT").value == 1

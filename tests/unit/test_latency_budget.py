@@ -291,3 +291,22 @@ def test_through_the_exporter_process_the_budget_reaches_the_wire_as_injected() 
         assert gauges[semconv.VENUE_CLOCK_OFFSET_UNCERTAINTY.name] == pytest.approx(0.0005, abs=1e-6)
     finally:
         receiver.close()
+
+
+def test_exit_orders_are_a_new_decision_measured_from_the_exit_s_own_trigger(cap: Capture) -> None:
+    """Hours may lie between a trade's signal and its exit: the exit's orders are not measured from the signal."""
+    signal_tick = qt.market_event("BTCUSDT", venue="sim", received_at=time.monotonic() - 3600.0)
+    with qt.trade_flow(symbol="BTCUSDT", strategy="momo") as flow:
+        with flow.signal(trigger=signal_tick):
+            pass
+        with flow.exit():
+            with qt.order_span(venue="sim", symbol="BTCUSDT", side="sell", quantity=1, client_order_id="x-1"):
+                pass
+        exit_tick = qt.market_event("BTCUSDT", venue="sim", received_at=time.monotonic() - 0.040)
+        with flow.exit(trigger=exit_tick):
+            with qt.order_span(venue="sim", symbol="BTCUSDT", side="sell", quantity=1, client_order_id="x-2"):
+                pass
+    first, second = cap.spans(semconv.SPAN_ORDER)
+    assert semconv.LATENCY_TICK_TO_TRADE_S not in first.attributes
+    assert 0.040 <= second.attributes[semconv.LATENCY_TICK_TO_TRADE_S] < 1.0
+    assert segment_point(cap, "tick_to_trade").count == 1

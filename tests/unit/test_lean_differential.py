@@ -276,7 +276,8 @@ def _order(i: int, outcome: str = "ok", duration_ns: int = 4_000_000, venue: str
             {"code.function.name": "place_order", "venue": ("binance", "kraken")[i % 2], "outcome": outcome,
              "symbol": "BTCUSDT", "side": ("buy", "sell")[i % 2], "order.quantity": 0.5, "order.type": "limit",
              "order.price": 100.0 + i, "order.client_order_id": f"c-{i}", "strategy": "momentum",
-             "peer.service": "binance", "order.id": str(100000 + i)},
+             "peer.service": "binance", "order.id": str(100000 + i),
+             semconv.LATENCY_TICK_TO_TRADE_S: duration_ns / 7e9 * (i % 5), semconv.LATENCY_ORDER_TO_ACK_S: i % 3 / 50},
             None, None, None, None)
 
 
@@ -481,6 +482,22 @@ def test_a_realistic_run_agrees_over_many_collections(native: bool, temporality_
         if batch % 3 == 2:
             plan.append(("collect",))
     run_both(s, plan)
+
+
+def test_latency_segments_of_order_spans_agree_on_both_paths() -> None:
+    """Each order span yields its tick-to-trade and order-to-ack points, ``segment`` added to its labels."""
+    s = _settings()
+    sdk, lean = SdkPath(s), LeanPath(s)
+    orders = [_order(i, duration_ns=10**6 * (i + 1)) for i in range(30)]
+    sdk.accept(sdk.producer(1, "a"), orders)
+    lean.accept(lean.producer(1, "a"), orders)
+    expected = canonical(sdk.collect())
+    assert canonical(lean.collect(time.time_ns())) == expected
+    points = [p for rm in sdk.collect().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+              if m.name == semconv.LATENCY_SEGMENT.name for p in m.histogram.data_points]
+    segments = {a.value.string_value for p in points for a in p.attributes if a.key == semconv.SEGMENT}
+    assert segments == {"tick_to_trade", "order_to_ack"}
+    assert sum(p.count for p in points) == 60
 
 
 def test_the_comparison_sees_a_difference() -> None:

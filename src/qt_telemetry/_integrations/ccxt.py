@@ -758,7 +758,8 @@ def _monitor(exchange: Any, channel: str) -> FeedMonitor:
     monitor = registry.monitors.get(name)
     if monitor is None:
         with registry.lock:
-            monitor = registry.monitors.setdefault(name, FeedMonitor(name, venue=getattr(exchange, "id", None)))
+            venue = text(getattr(exchange, "id", None), 128)
+            monitor = registry.monitors.setdefault(name, FeedMonitor(name, venue=venue))
     return monitor
 
 
@@ -773,7 +774,7 @@ def _feed_up(exchange: Any, channel: str, symbols: Any, result: Any, many: bool)
                 down.discard(key)
                 monitor.reconnected(symbol)
             message = result.get(symbol) if many and isinstance(result, Mapping) and symbol in result else result
-            event = monitor.message(symbol, exchange_time=_seconds(_message_time(message)))
+            event = monitor.message(symbol, exchange_time=_seconds(_message_time(message, symbol)))
             _remember(registry, monitor.venue, event.symbol, message, event)
     except Exception as exc:  # noqa: BLE001
         telemetry_error("ccxt_feed_failed", type(exc).__name__)
@@ -789,13 +790,16 @@ def _remember(registry: _Registry, venue: str | None, symbol: str | None, messag
     triggers[key] = (message, event)
 
 
-def _message_time(message: Any) -> Any:
+def _message_time(message: Any, symbol: Any = None) -> Any:
     """The venue's timestamp (ms) of a market-data message: a ticker's or order book's ``timestamp``, the last
-    trade's; None for what has none (a candle's time is when it opened, not when it was sent)."""
+    trade's (of ``symbol``, in a list of several symbols' trades); None for what has none (a candle's time is when
+    it opened, not when it was sent)."""
     if isinstance(message, Mapping):
         return message.get("timestamp")
-    if isinstance(message, list) and message and isinstance(message[-1], Mapping):
-        return message[-1].get("timestamp")
+    if isinstance(message, list) and message:
+        trades = [item for item in message[-64:] if isinstance(item, Mapping)]
+        mine = [item for item in trades if symbol is None or item.get("symbol") == symbol]
+        return (mine or trades or [{}])[-1].get("timestamp")
     return None
 
 
@@ -817,7 +821,7 @@ def ccxt_market_event(exchange: Any, message: Any) -> MarketEvent:
         found = _registry().triggers.get((venue, text(symbol)))
         if found is not None and found[0] is message:
             return found[1]
-        return market_event(symbol, feed=venue, venue=venue, exchange_time=_seconds(_message_time(message)))
+        return market_event(symbol, feed=venue, venue=venue, exchange_time=_seconds(_message_time(message, symbol)))
     except Exception as exc:  # noqa: BLE001
         telemetry_error("ccxt_trigger_failed", type(exc).__name__)
         return market_event()
