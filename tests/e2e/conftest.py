@@ -81,12 +81,10 @@ def run_workload(stack: Stack, service: str, *args: str, protocol: str = "http/p
     return lines[:-1]
 
 
-@pytest.fixture(scope="session")
-def live_bot(stack: Stack) -> Iterator[str]:
-    """A bot that keeps trading for the whole session (what dashboards look at); stopped at the end."""
-    service = "e2e-live-bot"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.e2e.workload", "--forever"], cwd=REPO,
-                            env=bot_env(stack, service), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+def _bot_until_the_end(stack: Stack, service: str, *args: str, **env: str) -> Iterator[str]:
+    """A workload bot that runs until its stdin closes: at the end of the session (it then shuts down)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.e2e.workload", *args], cwd=REPO,
+                            env={**bot_env(stack, service), **env}, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, text=True)
     try:
         yield service
@@ -98,6 +96,21 @@ def live_bot(stack: Stack) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_bot(stack: Stack) -> Iterator[str]:
+    """A bot that keeps trading for the whole session (what dashboards look at), with its kill switch, a breaker
+    and a feed flipping now and then (tests/e2e/workload.py Safety)."""
+    yield from _bot_until_the_end(stack, "e2e-live-bot", "--forever")
+
+
+@pytest.fixture(scope="session")
+def lossy_bot(stack: Stack) -> Iterator[str]:
+    """A bot whose span queue (4) is far too small for its bursts of 300 order queries: it drops spans, counted in
+    qt.telemetry.dropped, for the whole session."""
+    yield from _bot_until_the_end(stack, "e2e-lossy-bot", "--flood", OTEL_BSP_MAX_QUEUE_SIZE="4",
+                                  OTEL_BSP_MAX_EXPORT_BATCH_SIZE="4", OTEL_BSP_SCHEDULE_DELAY="2000")
 
 
 @pytest.fixture(scope="session")

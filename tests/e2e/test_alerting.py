@@ -53,3 +53,14 @@ def test_alertmanager_routes_by_severity_and_inhibits_noise_during_a_kill_switch
     everything = stack.webhooks.alerts("/page") + stack.webhooks.alerts("/notify")
     assert not [a for a in everything if a["labels"]["alertname"] in ("QtMaxPositionsReached", "QtOrderLatencyP95High")
                 and a["labels"].get("service_name") in ("route-bot", "inhibit-bot")]
+
+
+def test_telemetry_dropped_alert_fires_for_the_bot_whose_span_queue_overflows(stack: Stack, lossy_bot: str) -> None:
+    def firing(service: str) -> list[dict[str, Any]]:
+        return stack.prom_query(f'ALERTS{{alertname="QtTelemetryDropped", alertstate="firing", '
+                                f'service_name="{service}"}}')
+
+    alerts = wait_until(lambda: firing(lossy_bot), 90, f"QtTelemetryDropped firing for {lossy_bot}")
+    assert ("spans", "queue_full", "warning") in {(a["metric"]["signal"], a["metric"]["reason"],
+                                                   a["metric"]["severity"]) for a in alerts}
+    assert not firing("e2e-bot")  # a queue of the default size held everything

@@ -103,11 +103,17 @@ def test_every_datasource_answers_through_grafana(grafana: Grafana, stack: Stack
     assert status["config"]["route"]["group_by"] == ["alertname", "service_name"]
 
 
+#: Panels of the fleet topology (docker-compose.fleet.yml): their series come from the trace gateways and agents'
+#: load balancer, which the single-box stack here does not run. Their queries must still run.
+FLEET_ONLY = {"Fleet gateways: traces kept / not kept (tail sampling)",
+              "Fleet gateways: traces in memory / dropped before a verdict", "Fleet agents: gateways in the ring"}
+
+
 @dataclass
 class PanelRun:
     queries: int = 0
     failed: list[str] = field(default_factory=list)  # queries Grafana could not run
-    empty: list[str] = field(default_factory=list)  # Trading Overview queries that returned no values
+    empty: list[str] = field(default_factory=list)  # queries that returned no values
 
 
 def _run_every_panel(grafana: Grafana) -> PanelRun:
@@ -126,36 +132,87 @@ def _run_every_panel(grafana: Grafana) -> PanelRun:
                 where = f"{board['title']} / {panel['title']} / {target['refId']}"
                 if result.error or result.answer.get("status") != 200:
                     run.failed.append(f"{where}: {result.answer.get('status')} {result.error}")
-                elif board["uid"] == "qt-trading-overview" and not result.data_frames():
+                elif panel["title"] not in FLEET_ONLY and not result.data_frames():
                     run.empty.append(f"{where}: {target['expr']}")
     return run
 
 
-def test_every_panel_query_runs_through_grafana_and_trading_panels_return_values(
-        grafana: Grafana, stack: Stack, live_bot: str) -> None:
-    # rate() panels need a bot trading now: the live bot runs for the whole session
+def test_every_panel_query_runs_through_grafana_and_returns_values(
+        grafana: Grafana, stack: Stack, live_bot: str, lossy_bot: str, workload: dict[str, Any]) -> None:
+    # rate() panels need bots trading now: the live bot (and the lossy one) run for the whole session
     wait_until(lambda: stack.prom_query(f'rate(qt_order_latency_seconds_count{{service_name="{live_bot}"}}[1m]) > 0'),
                60, "live order rate")
-    # a fresh stack has samples only since it started: wait for the first 15 s step that covers them
-    deadline = time.monotonic() + 90
+    # a fresh stack has samples only since it started: wait for the first 15 s step that covers them, and for the
+    # live bot's first safety events (its feed reconnects 21 s in, tests/e2e/workload.py Safety)
+    deadline = time.monotonic() + 150
     run = _run_every_panel(grafana)
     while run.empty and not run.failed and time.monotonic() < deadline:
         time.sleep(2)
         run = _run_every_panel(grafana)
     assert run.queries == sum(len(p["targets"]) for b in SHIPPED_DASHBOARDS.values() for p in b["panels"])
     assert not run.failed, "queries Grafana could not run:\n" + "\n".join(run.failed)
-    assert not run.empty, "Trading Overview panels without values:\n" + "\n".join(run.empty)
+    assert not run.empty, "panels without values:\n" + "\n".join(run.empty)
 
 
-def _latency_panel(grafana: Grafana) -> tuple[dict[str, Any], dict[str, Any]]:
+def _annotation_events(grafana: Grafana, board: dict[str, Any], annotation: dict[str, Any],
+                       chosen: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """An annotation query as Grafana's Prometheus datasource runs it: a range query at the annotation's step;
+    every series' non-zero steps are its events (consecutive ones join into one region). Returns each region's
+    series labels."""
+    target = instantiate({"refId": "Anno", "datasource": annotation["datasource"], "expr": annotation["expr"],
+                          "range": True, "instant": False}, board["templating"], chosen)
+    step_ms = int(annotation["step"].rstrip("s")) * 1000
+    result = grafana.query([{**target, "intervalMs": step_ms, "interval": annotation["step"]}], *recent(600))["Anno"]
+    assert not result.error, result.error
+    regions = []
+    for frame in result.frames:
+        value_field = next((name for name in frame.columns if name not in ("Time", "time")), None)
+        if value_field is None:
+            continue
+        previous = None
+        times = frame.columns.get("Time") or frame.columns.get("time") or []
+        for when, value in zip(times, frame.columns[value_field]):
+            if value and (previous is None or when - previous > step_ms):
+                regions.append(frame.labels[value_field])
+            if value:
+                previous = when
+    return regions
+
+
+def test_kill_switch_and_breaker_annotations_mark_the_latency_panels_with_events(
+        grafana: Grafana, workload: dict[str, Any]) -> None:
+    for served in grafana.dashboards():
+        board = served["dashboard"]
+        annotations = {a["name"]: a for a in board["annotations"]["list"]}
+        if not annotations:
+            continue
+        panel_ids = {p["id"] for p in board["panels"]}
+        for annotation in annotations.values():
+            assert set(annotation["filter"]["ids"]) <= panel_ids and annotation["filter"]["exclude"] is False
+        def events(name: str, service: str, board: dict[str, Any] = board,
+                   annotations: dict[str, dict[str, Any]] = annotations) -> list[dict[str, str]]:
+            return _annotation_events(grafana, board, annotations[name], {"service": service})
+
+        kill = wait_until(lambda: events("Kill switch active", "e2e-halted-bot"), 60,
+                          f"{board['title']}: kill switch annotation events")
+        assert {(e["service_name"], e["kill_switch"]) for e in kill} == {("e2e-halted-bot", "main")}
+        breaker = wait_until(lambda: events("Circuit breaker not closed", "e2e-halted-bot"), 60,
+                             f"{board['title']}: breaker annotation events")
+        assert {(e["service_name"], e["breaker"]) for e in breaker} == {("e2e-halted-bot", "binance-api")}
+        # e2e-bot's switch and breakers stayed off and closed: nothing marked
+        assert not events("Kill switch active", "e2e-bot")
+        assert not events("Circuit breaker not closed", "e2e-bot")
+
+
+def _overview_panel(grafana: Grafana, title: str) -> tuple[dict[str, Any], dict[str, Any]]:
     board = grafana.api("/api/dashboards/uid/qt-trading-overview")["dashboard"]
-    panel = next(p for p in board["panels"] if p["title"].startswith("Order latency"))
+    panel = next(p for p in board["panels"] if p["title"].startswith(title))
     return board, panel
 
 
-def _exemplars_on_the_latency_panel(grafana: Grafana, field: str, since: float) -> dict[str, set[str]]:
-    """The latency panel's exemplars for e2e-bot, as {value of ``field``: span ids}."""
-    board, panel = _latency_panel(grafana)
+def _exemplars_on_the_panel(grafana: Grafana, title: str, field: str, since: float) -> dict[str, set[str]]:
+    """A Trading Overview panel's exemplars for e2e-bot, as {value of ``field``: span ids}."""
+    board, panel = _overview_panel(grafana, title)
     targets = [instantiate(t, board["templating"], {"service": "e2e-bot"}) for t in panel["targets"]]
     assert all(t["exemplar"] for t in targets)
     found: dict[str, set[str]] = {}
@@ -166,26 +223,31 @@ def _exemplars_on_the_latency_panel(grafana: Grafana, field: str, since: float) 
     return found
 
 
-def test_latency_panel_exemplar_opens_the_trades_trace_in_tempo_through_grafana(
-        grafana: Grafana, workload: dict[str, Any]) -> None:
-    (destination,) = grafana.api("/api/datasources/uid/prometheus")["jsonData"]["exemplarTraceIdDestinations"]
-    field, tempo_uid = destination["name"], destination["datasourceUid"]
-    since = workload["started"] - 60
-
-    exemplars = wait_until(lambda: _exemplars_on_the_latency_panel(grafana, field, since), 60,
-                           f"exemplars with a {field!r} field on the latency panel")
-    assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in exemplars), exemplars
-    assert set(exemplars) <= {t["trace_id"] for t in workload["trades"]}  # each diamond is one of e2e-bot's trades
-
-    trace_id = min(exemplars)
-
+def _trace_through_grafana(grafana: Grafana, tempo_uid: str, trace_id: str, since: float) -> Frame:
+    """A trace as Grafana's "Open trace in Tempo" link fetches it: a traceql query by id to the Tempo datasource."""
     def trace() -> Frame | None:
         query = {"refId": "A", "datasource": {"uid": tempo_uid}, "queryType": "traceql", "query": trace_id}
         result = grafana.query([query], since, time.time())["A"]
         assert not result.error, result.error
         return next((f for f in result.frames if f.columns.get("traceID")), None)
 
-    spans = wait_until(trace, 60, f"trace {trace_id} from the {tempo_uid!r} datasource")
+    spans: Frame = wait_until(trace, 60, f"trace {trace_id} from the {tempo_uid!r} datasource")
+    return spans
+
+
+def test_latency_panel_exemplar_opens_the_trades_trace_in_tempo_through_grafana(
+        grafana: Grafana, workload: dict[str, Any]) -> None:
+    (destination,) = grafana.api("/api/datasources/uid/prometheus")["jsonData"]["exemplarTraceIdDestinations"]
+    field, tempo_uid = destination["name"], destination["datasourceUid"]
+    since = workload["started"] - 60
+
+    exemplars = wait_until(lambda: _exemplars_on_the_panel(grafana, "Order latency p50", field, since), 60,
+                           f"exemplars with a {field!r} field on the latency panel")
+    assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in exemplars), exemplars
+    assert set(exemplars) <= {t["trace_id"] for t in workload["trades"]}  # each diamond is one of e2e-bot's trades
+
+    trace_id = min(exemplars)
+    spans = _trace_through_grafana(grafana, tempo_uid, trace_id, since)
     assert set(spans.columns["traceID"]) == {trace_id}
     names = spans.columns["operationName"]
     assert {"qt.trade", "qt.trade.execution", "qt.order.place"} <= set(names)
@@ -210,3 +272,21 @@ def test_alertmanager_datasource_lists_the_firing_kill_switch_alert(grafana: Gra
     assert alert["status"]["state"] == "active"
     assert "ACTIVE" in alert["annotations"]["summary"]
     assert [r["name"] for r in alert["receivers"]] == ["page"]
+
+
+@pytest.mark.parametrize("quantile", ["p50", "p99"])
+def test_latency_budget_exemplar_opens_a_trade_whose_spans_carry_the_segments(
+        grafana: Grafana, workload: dict[str, Any], quantile: str) -> None:
+    (destination,) = grafana.api("/api/datasources/uid/prometheus")["jsonData"]["exemplarTraceIdDestinations"]
+    field, tempo_uid = destination["name"], destination["datasourceUid"]
+    since = workload["started"] - 60
+    title = f"Latency budget {quantile}"
+    exemplars = wait_until(lambda: _exemplars_on_the_panel(grafana, title, field, since), 60,
+                           f"exemplars with a {field!r} field on the {title} panel")
+    assert set(exemplars) <= {t["trace_id"] for t in workload["trades"]}  # each diamond is one of e2e-bot's trades
+
+    trace_id = min(exemplars)
+    spans = _trace_through_grafana(grafana, tempo_uid, trace_id, since)
+    assert set(spans.columns["traceID"]) == {trace_id}
+    assert "qt.trade" in spans.columns["operationName"]
+    assert exemplars[trace_id] <= set(spans.columns["spanID"])  # the diamond points at a span of that trade

@@ -26,7 +26,8 @@ def test_readme_gives_two_setup_commands_and_ci_runs_the_test_one() -> None:
                 if line and not line.startswith("#")]
     assert commands == ['python3 -m venv .venv && .venv/bin/pip install -e ".[cli]" && .venv/bin/qt-telemetry demo',
                         "bash scripts/test.sh"]
-    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line and not line.startswith(("#", "set ", "cd "))]
     assert ci == ["bash scripts/test.sh"], "CI runs exactly the README's test command"
 
 
@@ -58,3 +59,14 @@ def test_readme_settings_table_is_generated_from_the_settings_table() -> None:
     readme = (REPO / "README.md").read_text()
     section = readme.split("<!-- settings-table:start -->\n")[1].split("<!-- settings-table:end -->")[0]
     assert section == settings_table(), "README settings table is stale: regenerate it from qt_telemetry._config"
+
+
+def test_readme_shows_a_picture_of_every_dashboard_small_enough_to_load() -> None:
+    """docs/dashboards/<uid>.png, drawn by scripts/render_dashboards.py from the running stack's data."""
+    readme = (REPO / "README.md").read_text()
+    for board in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
+        picture = f"docs/dashboards/{board.stem}.png"
+        assert f"]({picture})" in readme, f"README does not show {picture}"
+        path = REPO / picture
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
+        assert path.stat().st_size < 300_000, f"{picture}: {path.stat().st_size} bytes"

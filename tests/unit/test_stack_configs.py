@@ -51,13 +51,22 @@ def _known(name: str) -> bool:
 
 
 def _dashboard_exprs() -> list[tuple[str, str, str]]:
+    """(board, panel or annotation title, PromQL) for every panel target and every annotation query."""
     out = []
     for path in DASHBOARDS:
         board = json.loads(path.read_text())
         for panel in board["panels"]:
             for target in panel["targets"]:
                 out.append((path.name, panel["title"], target["expr"]))
+        for annotation in board["annotations"]["list"]:
+            out.append((path.name, f"annotation {annotation['name']}", annotation["expr"]))
     return out
+
+
+def _substituted(expr: str) -> str:
+    """A dashboard query as Prometheus receives it: variables on "All", Grafana's interval macros resolved."""
+    expr = re.sub(r"\$__(rate_interval|interval|range)\b", "1m", expr)
+    return re.sub(r"\$\{?[a-z_]+\}?", ".*", expr)
 
 
 def _rules() -> list[dict[str, Any]]:
@@ -94,7 +103,8 @@ def test_every_alert_has_severity_summary_description_runbook_and_a_unit_test() 
     tests_text = "\n".join(p.read_text() for p in (REPO / "prometheus" / "tests").glob("*.yml"))
     required = {"QtKillSwitchActive", "QtCircuitBreakerOpen", "QtFeedDisconnected", "QtFeedStale",
                 "QtOrderLatencyP95High", "QtDailyLossLimitApproaching", "QtMaxPositionsReached",
-                "QtOrderRejectRateHigh", "QtCollectorDown", "QtBotSilent", "QtNoBotReporting"}
+                "QtOrderRejectRateHigh", "QtCollectorDown", "QtBotSilent", "QtNoBotReporting", "QtTelemetryDropped",
+                "QtTickToTradeP99High"}
     names = set()
     for rule in _rules():
         names.add(rule["alert"])
@@ -169,6 +179,121 @@ def test_every_dashboard_query_uses_known_prometheus_names() -> None:
     for board, title, expr in exprs:
         unknown = {n for n in _metric_names(expr) if not _known(n)}
         assert not unknown, f"{board} / {title}: unknown series {unknown} in {expr}"
+
+
+@pytest.mark.servers("debian:promtool")
+def test_every_dashboard_query_and_annotation_is_valid_promql(tmp_path: Path) -> None:
+    """promtool parses each query (as a recording rule), so a typo fails here rather than in a browser."""
+    rules = [{"record": f"dashboard:query_{i}", "expr": _substituted(expr)}
+             for i, (_, _, expr) in enumerate(_dashboard_exprs())]
+    path = tmp_path / "dashboard_queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    out = _run(debian_tool("promtool"), "check", "rules", str(path))
+    assert f"SUCCESS: {len(rules)} rules found" in out
+
+
+def _board(name: str) -> dict[str, Any]:
+    return dict(json.loads((REPO / "grafana" / "dashboards" / name).read_text()))
+
+
+def _panel(board: dict[str, Any], title: str) -> dict[str, Any]:
+    found = [p for p in board["panels"] if p["title"] == title]
+    assert len(found) == 1, f"{board['title']}: no single panel {title!r} in {[p['title'] for p in board['panels']]}"
+    return found[0]
+
+
+#: The desk's overview (issue 18): panel title -> (unit, series it must query).
+DESK_PANELS = {
+    "Order latency p99 by venue": ("s", "qt_order_latency_seconds_bucket"),
+    "Fill rate by venue": ("percentunit", 'qt_order_events_total{service_name=~"$service", venue=~"$venue", '
+                                          'symbol=~"$symbol", order_event="fill"}'),
+    "Venue reject rate by reason": ("percentunit", 'order_event="reject"'),
+    "Trades by outcome": ("suffix: trades", "qt_trades_total"),
+    "Trade duration p50 / p95 by strategy": ("s", "qt_trade_duration_seconds_bucket"),
+    "Gross exposure": ("currencyUSD", "qt_risk_exposure_gross"),
+    "Kill switch timeline": (None, "qt_kill_switch_active"),
+    "Circuit breaker timeline": (None, "qt_circuit_breaker_state"),
+    "Feed messages and reconnects": ("ops", "qt_feed_reconnects_total"),
+    "Cancel latency p95 by venue": ("s", "qt_order_cancel_latency_seconds_bucket"),
+    "Risk-check latency p95 by rule": ("s", "qt_risk_check_latency_seconds_bucket"),
+    "Telemetry dropped": ("suffix: items", "qt_telemetry_dropped_total"),
+    "Latency budget p50: tick to fill by segment ($venue)": ("s", "qt_latency_segment_seconds_bucket"),
+    "Latency budget p99: tick to fill by segment ($venue)": ("s", "qt_latency_segment_seconds_bucket"),
+    "Tick-to-trade p99 by venue": ("s", 'segment="tick_to_trade"'),
+    "Venue clock offset ± uncertainty": ("s", "qt_venue_clock_offset_uncertainty_seconds"),
+    "Latency segments clamped to 0": ("suffix: segments", "qt_latency_segment_clamped_total"),
+}
+
+
+def test_latency_budget_stacks_the_segments_per_venue_with_exemplars_beside_the_measured_total() -> None:
+    board = _board("trading-overview.json")
+    for name in ("p50", "p99"):
+        panel = _panel(board, f"Latency budget {name}: tick to fill by segment ($venue)")
+        assert panel["repeat"] == "venue" and all(t["exemplar"] for t in panel["targets"])
+        assert panel["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+        segments, total = panel["targets"]
+        assert 'segment!="total"' in segments["expr"] and "by (venue, segment, le)" in segments["expr"]
+        assert 'segment="total"' in total["expr"]
+        (override,) = panel["fieldConfig"]["overrides"]
+        assert override["matcher"] == {"id": "byFrameRefID", "options": total["refId"]}
+        assert {"id": "custom.stacking", "value": {"mode": "none", "group": "total"}} in override["properties"]
+    alert = next(r for r in _rules() if r["alert"] == "QtTickToTradeP99High")
+    threshold = float(re.search(r"\) > ([0-9.]+)", alert["expr"]).group(1))  # type: ignore[union-attr]
+    panel = _panel(board, "Tick-to-trade p99 by venue")
+    assert {"color": "red", "value": threshold} in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert threshold in semconv.LATENCY_SEGMENT.buckets  # the p99 is read exactly at the threshold
+
+
+@pytest.mark.parametrize("title", sorted(DESK_PANELS))
+def test_trading_overview_has_the_desk_panel_with_its_unit(title: str) -> None:
+    unit, series = DESK_PANELS[title]
+    panel = _panel(_board("trading-overview.json"), title)
+    assert panel["fieldConfig"]["defaults"].get("unit") == unit
+    assert any(series in t["expr"] for t in panel["targets"]), (title, series)
+
+
+def test_every_query_filters_by_each_board_variable_its_metric_carries() -> None:
+    """A venue, strategy or symbol chosen at the top narrows every panel whose series have that label."""
+    labels = {s.prometheus + sfx: {semconv.prometheus_label(a) for a in s.attributes}
+              for s in semconv.METRICS.values() for sfx in ("_bucket", "_sum", "_count", "")}
+    for path in DASHBOARDS:
+        board = json.loads(path.read_text())
+        variables = {v["name"] for v in board["templating"]["list"]} - {"service"}
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                for selector in re.finditer(r"\b([a-z_]+)\{([^}]*)\}", target["expr"]):
+                    name, matchers = selector.groups()
+                    if name not in labels:
+                        continue
+                    assert 'service_name=~"$service"' in matchers, (panel["title"], selector.group(0))
+                    for variable in variables & labels[name]:
+                        assert f'{variable}=~"${variable}"' in matchers, (path.name, panel["title"], selector.group(0))
+    assert {v["name"] for v in _board("trading-overview.json")["templating"]["list"]} == {
+        "service", "venue", "strategy", "symbol"}
+
+
+def test_safety_changes_annotate_exactly_the_latency_panels() -> None:
+    for name in ("trading-overview.json", "order-execution.json"):
+        board = _board(name)
+        annotations = {a["name"]: a for a in board["annotations"]["list"]}
+        assert set(annotations) == {"Kill switch active", "Circuit breaker not closed"}
+        latency = {p["id"] for p in board["panels"] if p["fieldConfig"]["defaults"].get("unit") == "s"
+                   and re.search(r"latency|tick-to-trade", p["title"], re.IGNORECASE)}
+        assert latency
+        for annotation in annotations.values():
+            assert annotation["datasource"]["uid"] == "prometheus" and annotation["enable"] is True
+            assert annotation["filter"] == {"exclude": False, "ids": sorted(latency)}, (name, annotation["name"])
+        assert "qt_kill_switch_active" in annotations["Kill switch active"]["expr"]
+        assert "qt_circuit_breaker_state" in annotations["Circuit breaker not closed"]["expr"]
+
+
+def test_every_panel_states_its_unit() -> None:
+    """Units everywhere (s, bp, percent, currency): a state panel's unit is its value mappings."""
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            defaults = panel["fieldConfig"]["defaults"]
+            if path.name != "telemetry-pipeline.json" or "qt_" in json.dumps(panel["targets"]):
+                assert defaults.get("unit") or defaults.get("mappings"), (path.name, panel["title"])
 
 
 def test_trading_overview_covers_the_eight_desk_panels_and_latency_shows_exemplars() -> None:
@@ -420,7 +545,8 @@ def test_fleet_prometheus_config_is_the_base_plus_the_gateway_job() -> None:
 def test_fleet_compose_overlay_is_locked_down_and_runs_the_fleet_distribution(tmp_path: Path) -> None:
     env_file = tmp_path / "test.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()))
-    clean = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("GRAFANA_", "ALERTMANAGER_", "QT_"))}
+    clean = {k: v for k, v in __import__("os").environ.items()
+             if not k.startswith(("GRAFANA_", "ALERTMANAGER_", "QT_"))}
     proc = subprocess.run([binary("compose_check"), "--env-file", str(env_file), *FLEET_COMPOSE], cwd=REPO,
                           capture_output=True, text=True, timeout=60, env=clean, check=False)
     assert proc.returncode == 0, proc.stderr
