@@ -71,7 +71,8 @@ def test_the_bot_exports_every_runtime_metric_with_its_role_and_the_conventional
     assert number(("process.memory.usage", (role,))) > 10 * 2**20
     assert number(("process.thread.count", (role,))) >= 2  # the bot's and the janitor
     assert number(("process.unix.file_descriptor.count", (role,))) >= 3
-    assert number(("cpython.gc.collections", (("cpython.gc.generation", "2"), role))) >= 1  # gc.collect() (and init()'s own, before gc.freeze)
+    # gc.collect() (and init()'s own, before gc.freeze)
+    assert number(("cpython.gc.collections", (("cpython.gc.generation", "2"), role))) >= 1
     pauses = values[("qt.runtime.gc.duration", (("cpython.gc.generation", "2"), role))]
     assert pauses.count >= 1 and 0 < pauses.sum < 5
     assert list(pauses.explicit_bounds) == list(semconv.GC_PAUSE_BUCKETS_S)
@@ -182,3 +183,38 @@ def test_the_exporter_reports_its_own_runtime_next_to_the_bots() -> None:
         assert {"process.cpu.time", "process.memory.usage", "process.thread.count"} <= roles()["exporter"]
     finally:
         receiver.close()
+
+
+IDLE_BOT = textwrap.dedent("""
+    import time, qt_telemetry as qt
+    qt.init(metric_export_interval=0.5)
+    time.sleep(3.0)  # alive, trading nothing
+    print(time.time(), flush=True)
+    qt.shutdown()
+""")
+
+
+def test_the_heartbeat_of_an_idle_live_bot_keeps_moving_in_one_series() -> None:
+    """``qt.telemetry.heartbeat`` is what QtBotSilent watches: while the bot lives it must keep up with the clock,
+    orders or none (it once stayed at the bot's first message, so every idle bot read as silent), in the bot's
+    own series (a connection's first message once made a stray ``service.instance.id="hello"`` one)."""
+    receiver = OtlpHttpReceiver()
+    try:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QT_TELEMETRY_"))}
+        proc = subprocess.run([sys.executable, "-c", IDLE_BOT], capture_output=True, text=True, timeout=60,
+                              check=False, env={**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
+        assert proc.returncode == 0, proc.stderr
+        last_alive = float(proc.stdout.split()[-1])
+
+        def beats() -> list[float]:
+            return sorted(p.as_double for _, m in receiver.metrics() if m.name == semconv.HEARTBEAT.name
+                          for p in m.gauge.data_points)
+
+        receiver.wait_for(lambda: len(beats()) >= 4, what="heartbeats")
+        seen = beats()
+        instances = {r.get("service.instance.id") for r, m in receiver.metrics() if m.name == semconv.HEARTBEAT.name}
+    finally:
+        receiver.close()
+    assert seen[-1] - seen[0] >= 1.5, f"the heartbeat stood still while the bot lived 3 s: {seen}"
+    assert last_alive - seen[-1] < 1.5, f"the last heartbeat is older than the bot's last second: {seen}"
+    assert len(instances) == 1 and "hello" not in instances, f"one bot, one series: {instances}"

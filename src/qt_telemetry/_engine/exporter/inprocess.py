@@ -125,6 +125,7 @@ class LocalChannel:
             try:
                 with converter.lock:
                     producer = converter.producer(header[1], header[2])
+                    producer.last_seen = time.time()
                     producer.producer_drops(header[3])
                     converter.accept(producer, records)
             except Exception as exc:  # noqa: BLE001

@@ -276,9 +276,12 @@ class Exporter:
             self._close(conn)
             return
         _, pid, instance, drops, _ = header
+        if not records and not drops:
+            return  # a connection's hello alone: nobody to account for yet (it named no instance)
         producer = conn.producer
         if producer is None or producer.instance_id != instance:
             producer = conn.producer = self.sink.producer(pid, instance)
+        producer.last_seen = time.time()  # the heartbeat: the bot's janitor sends at least every few seconds
         if drops:
             producer.producer_drops(drops)
         if self.malformed or self.refused:
