@@ -140,8 +140,9 @@ def test_dashboards_and_alert_queries_work_on_native_histograms(fleet: Fleet, tr
             for target in panel["targets"]:
                 if "qt_order_latency_seconds" not in target["expr"] and "qt_trade_stage_duration" not in target["expr"]:
                     continue
-                expr = (target["expr"].replace("$__rate_interval", "5m").replace("$service", native_bot)
-                        .replace("$venue", ".*"))
+                expr = target["expr"].replace("$__rate_interval", "5m").replace("$service", native_bot)
+                for variable in ("$venue", "$strategy", "$symbol"):  # "All", as Grafana sends it for a regex
+                    expr = expr.replace(variable, ".*")
                 latency_panels += 1
                 assert wait_until(lambda e=expr: fleet.prom_query(e), 30, f"{panel['title']}: {expr}"), expr
     assert latency_panels >= 5
