@@ -242,7 +242,8 @@ def step(fleet: Fleet, load: Load, rate: float, seconds: float) -> dict[str, Any
     c1 = counters(fleet)
     cpu = {n: (proc_stats(p)[0] - cpu0[n]) / wall * 100 for n, p in pids.items()}
     cpu["machine"] = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 100 * (os.cpu_count() or 1)
-    cpu["generator"] = (gen1.children_user + gen1.children_system - gen0.children_user - gen0.children_system) / wall * 100
+    cpu["generator"] = ((gen1.children_user + gen1.children_system - gen0.children_user - gen0.children_system)
+                        / wall * 100)
     d = {k: (c1[k] - c0[k]) / wall for k in c0}
     return {"rate": rate, "wall": wall, "cpu": cpu, "rss": peak, "d": d}
 
@@ -267,7 +268,8 @@ def main() -> int:
         finally:
             fleet.stop()
 
-    print(f"\n{args.bots} synthetic bots, {SPANS_PER_TRADE} spans per trade, {args.points} metric points per bot per s, "
+    print(f"\n{args.bots} synthetic bots, {SPANS_PER_TRADE} spans per trade, "
+          f"{args.points} metric points per bot per s, "
           f"keep ratio {args.keep_ratio} (+10 % bad trades kept), decision_wait 10 s, {os.cpu_count()} cores shared")
     head = (f"{'offered':>8} | {'agent spans/s':>13} {'points/s':>8} {'CPU%':>5} {'RSS':>5} | "
             + " | ".join(f"{g + ' spans/s':>16} {'kept':>5} {'CPU%':>5} {'RSS':>5}" for g in GATEWAYS)
@@ -276,8 +278,8 @@ def main() -> int:
     print("-" * len(head))
     for r in rows:
         d, cpu, rss = r["d"], r["cpu"], r["rss"]
-        lost = d["agent_refused"] + d["agent_dropped"] + sum(d[f"{g}_refused"] + d[f"{g}_too_early"] * SPANS_PER_TRADE
-                                                             for g in GATEWAYS)
+        lost = d["agent_refused"] + d["agent_dropped"] + sum(
+            d[f"{g}_refused"] + d[f"{g}_too_early"] * SPANS_PER_TRADE for g in GATEWAYS)
         kept = {g: d[f"{g}_kept"] / d[f"{g}_decided"] if d[f"{g}_decided"] else 0.0 for g in GATEWAYS}
         print(f"{r['rate']:8.0f} | {d['agent_spans']:13.0f} {d['agent_points']:8.0f} {cpu['agent']:5.0f} "
               f"{rss['agent']:5.0f} | "
@@ -285,7 +287,8 @@ def main() -> int:
               + f" | {cpu['tempo']:10.0f} {cpu['generator']:8.0f} {cpu['machine']:8.0f} | {lost:.0f}/s")
     print("RSS in MiB (peak during the step); CPU in % of one core (machine: all cores, from /proc/stat); rates per\n"
           "second of wall time; kept = share of the\n"
-          "traces decided during the step that were kept; refused/dropped = spans refused by a receiver, dropped by the\n"
+          "traces decided during the step that were kept; refused/dropped = spans refused by a receiver, "
+          "dropped by the\n"
           "agent after retries, or dropped by a gateway before their verdict (num_traces full).")
     return 0
 

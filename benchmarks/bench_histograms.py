@@ -3,9 +3,10 @@
     python benchmarks/bench_histograms.py [--samples 200000] [--slow-medians 0.08,0.15,0.3,0.6,1.2]
 
 Records a known latency distribution (tests/e2e/fleet/latency_sample.py: 97 % log-normal around 15 ms, a 3 %
-slow mode whose median is scanned, so p99 and p99.9 fall at different places between bucket bounds) once with the semconv explicit buckets and once with QT_TELEMETRY_NATIVE_HISTOGRAMS'
-exponential aggregation, exports both through the fleet agent to Prometheus (remote write, native histograms
-on), and compares Prometheus' histogram_quantile with the exact quantiles of the sample.
+slow mode whose median is scanned, so p99 and p99.9 fall at different places between bucket bounds) once with
+the semconv explicit buckets and once with QT_TELEMETRY_NATIVE_HISTOGRAMS' exponential aggregation, exports both
+through the fleet agent to Prometheus (remote write, native histograms on), and compares Prometheus'
+histogram_quantile with the exact quantiles of the sample.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def main() -> int:
     for kind in ("explicit", "native"):
         errors = [(m.error("0.99"), m.error("0.999")) for m in rows if m.kind == kind]
         print(f"{kind:9} worst error: p99 {max(e[0] for e in errors):.2%}, p99.9 {max(e[1] for e in errors):.2%}; "
-              f"mean p99 {sum(e[0] for e in errors) / len(errors):.2%}, p99.9 {sum(e[1] for e in errors) / len(errors):.2%}")
+              f"mean p99 {sum(e[0] for e in errors) / len(errors):.2%}, "
+              f"p99.9 {sum(e[1] for e in errors) / len(errors):.2%}")
     explicit, native = rows[0].series, rows[1].series
     print(f"\nseries for one bot's order latency ({LABEL_SETS} label sets): explicit {explicit * LABEL_SETS}, "
           f"native {native * LABEL_SETS}")

@@ -208,7 +208,8 @@ class Stack:
         ], logs / "alertmanager.log")
         self.servers["tempo"] = Server("tempo", [binary("tempo"), f"-config.file={self._tempo_config()}"],
                                        logs / "tempo.log")
-        self.servers["otelcol"] = Server("otelcol", [binary("otelcol"), f"--config={REPO / 'collector' / 'config.yaml'}"],
+        self.servers["otelcol"] = Server("otelcol",
+                                         [binary("otelcol"), f"--config={REPO / 'collector' / 'config.yaml'}"],
                                          logs / "otelcol.log", env=self.collector_env())
         for server in self.servers.values():
             server.start()

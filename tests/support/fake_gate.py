@@ -213,7 +213,8 @@ class FakeGate:
             return 401, {"label": "INVALID_KEY", "message": "Invalid key provided"}
         timestamp = headers.get("timestamp", "")
         if not timestamp.isdigit() or abs(int(timestamp) - time.time()) > 60:
-            return 401, {"label": "REQUEST_EXPIRED", "message": "gap between request Timestamp and server time exceeds 60"}
+            return 401, {"label": "REQUEST_EXPIRED",
+                         "message": "gap between request Timestamp and server time exceeds 60"}
         payload = "\n".join([method, path, unquote(query), hashlib.sha512(raw.encode()).hexdigest(), timestamp])
         expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha512).hexdigest()
         if not hmac.compare_digest(headers.get("sign", ""), expected):

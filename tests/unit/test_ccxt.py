@@ -363,7 +363,8 @@ def test_instrumenting_one_exchange_leaves_others_alone(venue: FakeBinance, cap:
 def test_the_ccxt_extra_is_a_tested_range_with_the_http_instrumentations_of_our_otel_line() -> None:
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     wanted = {r.name: r.specifier for r in map(Requirement, extras["ccxt"])}
-    assert set(wanted) == {"ccxt", "opentelemetry-instrumentation-requests", "opentelemetry-instrumentation-aiohttp-client"}
+    assert set(wanted) == {"ccxt", "opentelemetry-instrumentation-requests",
+                           "opentelemetry-instrumentation-aiohttp-client"}
     assert ccxt.__version__ in wanted["ccxt"] and "4.5.76" in wanted["ccxt"] and "5.0.0" not in wanted["ccxt"]
     line = version("opentelemetry-semantic-conventions")  # the instrumentation line our OTel API is on
     for name in ("opentelemetry-instrumentation-requests", "opentelemetry-instrumentation-aiohttp-client"):

@@ -59,7 +59,8 @@ def test_a_bad_doctor_timeout_variable_never_breaks_help_and_is_named_by_doctor(
 
 
 @pytest.mark.parametrize(("duration", "ticks", "said"), [
-    (60.0, 0, "60s"), (0.0, 0, "until Ctrl-C"), (0.0, 3, "3 ticks"), (60.0, 3, "3 ticks or 60s, whichever comes first")])
+    (60.0, 0, "60s"), (0.0, 0, "until Ctrl-C"), (0.0, 3, "3 ticks"),
+    (60.0, 3, "3 ticks or 60s, whichever comes first")])
 def test_the_banner_says_what_stops_the_run(duration: float, ticks: int, said: str) -> None:
     assert _how_long(duration, ticks) == said
 
@@ -143,4 +144,5 @@ def test_doctor_without_grafana_credentials_checks_the_file_and_says_so(grafana:
     path = REPO / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
     doctor = Doctor(_doctor_args("--grafana-url", grafana["url"], "--grafana-datasources", str(path)))
     assert doctor.grafana_link()
-    assert "Grafana 13.2.3 answers" in doctor.results[-1].detail and "GRAFANA_ADMIN_PASSWORD" in doctor.results[-1].detail
+    detail = doctor.results[-1].detail
+    assert "Grafana 13.2.3 answers" in detail and "GRAFANA_ADMIN_PASSWORD" in detail

@@ -100,7 +100,8 @@ BOT = textwrap.dedent("""
 def test_the_plain_launcher_in_that_venv_runs_qt_telemetry(fresh_clone: Path, demo_run: dict[str, object]) -> None:
     venv = fresh_clone / ".venv" / "bin"
     assert (venv / "opentelemetry-instrument").exists(), "the cli extra brings the launcher"
-    probe = "from importlib.metadata import entry_points as e; print(sorted(p.name for p in e(group='opentelemetry_distro')))"
+    probe = ("from importlib.metadata import entry_points as e; "
+             "print(sorted(p.name for p in e(group='opentelemetry_distro')))")
     distros = subprocess.run([str(venv / "python"), "-c", probe],
                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
     assert distros == "['qt_telemetry']"

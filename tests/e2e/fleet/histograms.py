@@ -80,12 +80,14 @@ def measure(fleet: Fleet, native: bool, samples: int, seed: int = 7, tag: str = 
 
 
 def table(rows: list[Measured]) -> str:
-    lines = [f"{'slow mode':>9} {'histogram':10} {'samples':>8} {'series':>6} {'p99 exact':>10} {'p99 est.':>10} {'err':>7} "
+    lines = [f"{'slow mode':>9} {'histogram':10} {'samples':>8} {'series':>6} "
+             f"{'p99 exact':>10} {'p99 est.':>10} {'err':>7} "
              f"{'p99.9 exact':>11} {'p99.9 est.':>10} {'err':>7}  bucket growth",
              "-" * 116]
     for m in rows:
         lines.append(
-            f"{m.slow_median * 1000:7.0f}ms {m.kind:10} {m.count:8} {m.series:6} {m.exact['0.99'] * 1000:8.1f}ms {m.estimated['0.99'] * 1000:8.1f}ms "
+            f"{m.slow_median * 1000:7.0f}ms {m.kind:10} {m.count:8} {m.series:6} "
+            f"{m.exact['0.99'] * 1000:8.1f}ms {m.estimated['0.99'] * 1000:8.1f}ms "
             f"{m.error('0.99'):7.2%} {m.exact['0.999'] * 1000:9.1f}ms {m.estimated['0.999'] * 1000:8.1f}ms "
             f"{m.error('0.999'):7.2%}  {f'x{m.growth:.4f}' if m.growth else 'semconv buckets'}")
     return "\n".join(lines)

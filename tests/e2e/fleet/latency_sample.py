@@ -3,9 +3,10 @@
     python -m tests.e2e.fleet.latency_sample --samples 200000 [--native] [--seed 7] [--slow-median 0.4]
 
 The distribution is a venue's: 97 % log-normal around 15 ms (sigma 0.6) and a 3 % slow mode around
---slow-median seconds (default 400 ms; sigma 0.5), which is where p99 and p99.9 fall. Aggregation follows the SDK contract's switch: explicit semconv buckets, or (``--native``) a
-base-2 exponential histogram with max scale 20 and at most 160 buckets. Prints the exact quantiles of the
-recorded sample as JSON, for comparison with what Prometheus estimates from the exported histogram.
+--slow-median seconds (default 400 ms; sigma 0.5), which is where p99 and p99.9 fall. Aggregation follows the
+SDK contract's switch: explicit semconv buckets, or (``--native``) a base-2 exponential histogram with max scale
+20 and at most 160 buckets. Prints the exact quantiles of the recorded sample as JSON, for comparison with what
+Prometheus estimates from the exported histogram.
 """
 
 from __future__ import annotations

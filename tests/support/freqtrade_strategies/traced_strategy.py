@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-
 from typing import Any, ClassVar
 
 from freqtrade.strategy import IStrategy
@@ -23,7 +22,8 @@ class TracedStrategy(QtTelemetry, IStrategy):
     stoploss = -0.10
     startup_candle_count = 0
     process_only_new_candles = False
-    order_types: ClassVar[dict[str, Any]] = {"entry": "market", "exit": "market", "stoploss": "market", "stoploss_on_exchange": False}
+    order_types: ClassVar[dict[str, Any]] = {"entry": "market", "exit": "market", "stoploss": "market",
+                                             "stoploss_on_exchange": False}
     deny_entries = False
     deny_exits = False
     entered = False
