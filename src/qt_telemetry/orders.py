@@ -79,17 +79,17 @@ class OrderCall(BlockScope):
         super().open(engine, parent, current)
         if self.name == semconv.SPAN_ORDER:
             self.sent_at = _monotonic()
-            trigger = self._trigger()
+            flow = self._flow()
+            trigger = getattr(flow, "trigger", None) if flow is not None else None
             if trigger is not None:
                 self.attributes[semconv.LATENCY_TICK_TO_TRADE_S] = latency.tick_to_trade(
                     trigger, self.sent_at, text(self.attributes.get(semconv.VENUE), 128))
         if self.client_id is not None:
             self.track(self.client_id)
 
-    def _trigger(self) -> Any:
-        """The market-data event the trade this order belongs to names as its trigger, if any."""
-        flow = self._source[4] if self._source is not None else current_flow()
-        return getattr(flow, "trigger", None) if flow is not None else None
+    def _flow(self) -> Any:
+        """The trade flow this order belongs to (current when the call was made), if any."""
+        return self._source[4] if self._source is not None else current_flow()
 
     def acknowledged(self, venue_time: Any) -> None:
         """The placement's reply is the venue's ack (``venue_time``: its stamp, epoch seconds): ``order_to_ack`` on
@@ -103,7 +103,7 @@ class OrderCall(BlockScope):
         if record is None:
             record = OrderRecord(self.tid, self.sid, self.sampled, order=self, venue=text(
                 self.attributes.get(semconv.VENUE), 128), client_id=self.client_id)
-            flow = self._source[4] if self._source is not None else current_flow()
+            flow = self._flow()
             if flow is not None:
                 record.reference_price = flow.reference_price
                 record.trigger = getattr(flow, "trigger", None)
@@ -361,7 +361,7 @@ def order_acknowledged(client_order_id: Any, *, order_id: Any = None, venue_time
     """The venue acknowledged the order (joins the placement's trace). ``venue_time``: the venue's own
     timestamp of the ack, in epoch seconds (a span attribute)."""
     return _order_event(semconv.ORDER_ACK, client_order_id, None, {
-        semconv.ORDER_ID: order_id, semconv.ORDER_VENUE_TIME: _venue_time(venue_time), **attributes})
+        semconv.ORDER_ID: order_id, semconv.ORDER_VENUE_TIME: latency.venue_seconds(venue_time), **attributes})
 
 
 def order_filled(client_order_id: Any, *, quantity: Any, price: Any, final: bool | None = None,
@@ -373,7 +373,7 @@ def order_filled(client_order_id: Any, *, quantity: Any, price: Any, final: bool
     ``venue_time``: the venue's own timestamp of the fill, in epoch seconds (a span attribute).
     """
     return _order_event(semconv.ORDER_FILL, client_order_id, None,
-                        {semconv.ORDER_VENUE_TIME: _venue_time(venue_time), **attributes},
+                        {semconv.ORDER_VENUE_TIME: latency.venue_seconds(venue_time), **attributes},
                         fill=(quantity, price, final, reference_price))
 
 
@@ -456,9 +456,6 @@ def update_order(record: OrderRecord | None, event: str, *, client_order_id: str
     except Exception as exc:  # noqa: BLE001
         telemetry_error("order_event_failed", repr(exc))
         return NO_UPDATE
-
-
-_venue_time = latency.venue_seconds
 
 
 def _fill(record: OrderRecord | None, attrs: dict[str, Any], quantity: Any, price: Any, final: Any,

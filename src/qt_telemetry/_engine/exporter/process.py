@@ -286,10 +286,10 @@ class Exporter:
             producer.producer_drops(drops)
         if self.malformed or self.refused:
             self._count_exporter_errors(producer)
-        ordinary = records
-        flushes = [r for r in records if r[0] == R.CONTROL and len(r) == 3 and r[1] == R.OP_FLUSH]
-        if flushes:
-            ordinary = tuple(r for r in records if not (r[0] == R.CONTROL and len(r) == 3 and r[1] == R.OP_FLUSH))
+        controls = [r for r in records if r[0] == R.CONTROL and len(r) == 3]  # one pass finds flushes and goodbye
+        flushes = [r for r in controls if r[1] == R.OP_FLUSH]
+        ordinary = tuple(r for r in records if not (r[0] == R.CONTROL and len(r) == 3 and r[1] == R.OP_FLUSH)) \
+            if flushes else records
         self.sink.accept(producer, ordinary)
         conn.converted += len(records)
         if self.summary is not None:
@@ -298,7 +298,7 @@ class Exporter:
                     view = view_of_record(record, self.sink.redactor.text)
                     if view is not None:
                         self.summary.add(view)
-        if any(r[0] == R.CONTROL and len(r) == 3 and r[1] == R.OP_GOODBYE for r in ordinary):
+        if any(r[1] == R.OP_GOODBYE for r in controls):
             self._reply(conn, wire.STATUS, conn.converted, conn.exported, time.time_ns())  # it waits for this
         for record in flushes:
             self._flush_requested(conn, record[2])
