@@ -39,37 +39,33 @@ class FairQueue(Generic[OwnerT, T]):
     def __len__(self) -> int:
         return self._count
 
-    def _full(self, size: int) -> bool:
-        del size  # the bound is checked before an item, so one item larger than it still fits an empty queue
+    def _full(self) -> bool:
+        # the bound is checked before an item, so one item larger than it still fits an empty queue
         return self._count >= self.max_items or self._bytes >= self.max_bytes
 
-    def _largest(self) -> tuple[OwnerT | None, int]:
-        return max(self._held.items(), key=lambda kv: kv[1], default=(None, 0))
+    def _victim(self, owner: OwnerT) -> OwnerT | None:
+        """Whose oldest item makes room for one of ``owner`` in a full queue: the process holding the most, when
+        that is not ``owner`` and holds more than it; None: ``owner``'s item is the one dropped."""
+        largest, held = max(self._held.items(), key=lambda kv: kv[1], default=(None, 0))
+        return largest if largest is not None and largest != owner and self._held.get(owner, 0) < held else None
 
-    def admits(self, owner: OwnerT, size: int = 0) -> bool:
+    def admits(self, owner: OwnerT) -> bool:
         """Whether ``put`` would keep an item of ``owner`` (ask before building an item that would be dropped)."""
-        if not self._full(size):
-            return True
-        largest, held = self._largest()
-        return largest is not None and largest != owner and self._held.get(owner, 0) < held
+        return not self._full() or self._victim(owner) is not None
 
     def put(self, owner: OwnerT, item: T, size: int = 0) -> OwnerT | None:
         """Queue ``item``; returns the owner whose item was dropped to keep the bound (None when nothing was)."""
-        if self._full(size):
-            largest, held = self._largest()
-            if largest is None or largest == owner or self._held.get(owner, 0) >= held:
+        shed = None
+        if self._full():
+            shed = self._victim(owner)
+            if shed is None:
                 return owner
-            self._evict_oldest(largest)
-            self._items.append(_Entry(owner, item, size))
-            self._held[owner] = self._held.get(owner, 0) + 1
-            self._count += 1
-            self._bytes += size
-            return largest
+            self._evict_oldest(shed)
         self._items.append(_Entry(owner, item, size))
         self._held[owner] = self._held.get(owner, 0) + 1
         self._count += 1
         self._bytes += size
-        return None
+        return shed
 
     def _evict_oldest(self, owner: OwnerT) -> None:
         for entry in self._items:  # the flooder's oldest is near the head: a short walk
