@@ -157,31 +157,27 @@ class Outbox:
             try:
                 data = self._encoder.batch(header, records)
             except Exception:  # noqa: BLE001 - a value msgpack refuses: send the rest, count the one
-                if len(records) == 1:
-                    self.count("records/unencodable", 1)
-                    return None
-                half = len(records) // 2
-                return self._send_one(records[:half], deadline) or self._send_one(records[half:], deadline)
+                return self._in_halves(records, deadline, "records/unencodable")
         if len(data) > wire.MAX_MESSAGE:
-            if len(records) == 1:
-                self.count("records/too_large", 1)
-                return None
-            half = len(records) // 2
-            return self._send_one(records[:half], deadline) or self._send_one(records[half:], deadline)
+            return self._in_halves(records, deadline, "records/too_large")
         while True:
             reason = self.channel.send(header, records, data)
             if reason != "full" or deadline is None or _monotonic() >= deadline:
                 break
             time.sleep(0.002)  # only ever at shutdown/flush: the exporter is catching up
-        if reason == "too_large":  # bigger than the connection's buffer: in halves, down to one record
-            if len(records) == 1:
-                self.count("records/too_large", 1)
-                return None
-            half = len(records) // 2
-            return self._send_one(records[:half], deadline) or self._send_one(records[half:], deadline)
+        if reason == "too_large":  # bigger than the connection's buffer
+            return self._in_halves(records, deadline, "records/too_large")
         if reason is None:
             self._sequence += 1
         return reason
+
+    def _in_halves(self, records: list[tuple[Any, ...]], deadline: float | None, drop: str) -> str | None:
+        """What cannot go as one message goes in halves, down to one record, which is dropped and counted."""
+        if len(records) == 1:
+            self.count(drop, 1)
+            return None
+        half = len(records) // 2
+        return self._send_one(records[:half], deadline) or self._send_one(records[half:], deadline)
 
     def _send_spilled(self, deadline: float | None) -> bool:
         pending = list(self._spill.drain())
