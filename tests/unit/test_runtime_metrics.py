@@ -27,11 +27,13 @@ BOT = textwrap.dedent("""
 """)
 
 
-def _run_bot(receiver: OtlpHttpReceiver, **env: str) -> None:
+def _run_bot(receiver: OtlpHttpReceiver, script: str = BOT, **env: str) -> str:
+    """Run ``script`` as a bot exporting to ``receiver`` (configured by OTEL_* only); its standard output."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QT_TELEMETRY_"))}
-    proc = subprocess.run([sys.executable, "-c", BOT], capture_output=True, text=True, timeout=60, check=False,
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False,
                           env={**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, **env})
     assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def _points(receiver: OtlpHttpReceiver) -> dict[str, tuple[str, object, list]]:
@@ -200,11 +202,7 @@ def test_the_heartbeat_of_an_idle_live_bot_keeps_moving_in_one_series() -> None:
     own series (a connection's first message once made a stray ``service.instance.id="hello"`` one)."""
     receiver = OtlpHttpReceiver()
     try:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QT_TELEMETRY_"))}
-        proc = subprocess.run([sys.executable, "-c", IDLE_BOT], capture_output=True, text=True, timeout=60,
-                              check=False, env={**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
-        assert proc.returncode == 0, proc.stderr
-        last_alive = float(proc.stdout.split()[-1])
+        last_alive = float(_run_bot(receiver, IDLE_BOT).split()[-1])
 
         def beats() -> list[float]:
             return sorted(p.as_double for _, m in receiver.metrics() if m.name == semconv.HEARTBEAT.name
